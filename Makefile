@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED := 0
+
+DATA_DIR ?= data/sim
+DAYS ?= 60
+TX_PER_DAY ?= 20000
+SEED ?= 7
+
+.PHONY: venv run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/checkout-risk demo --data $(DATA_DIR) --days $(DAYS) --tx-per-day $(TX_PER_DAY) --seed $(SEED)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(PY) -m bench.simulator_throughput
+	$(PY) -m bench.feature_views
+
+clean:
+	rm -rf data reports .run

@@ -1,0 +1,329 @@
+"""The data contract: payment attempts and (late) labels.
+
+Each field is declared once, in :data:`ATTEMPT_FIELDS` / :data:`LABEL_FIELDS`. From that one
+declaration we derive the pyarrow schema used for Parquet (simulator, offline engine,
+training sets), the pydantic model used to validate ``POST /v1/decisions``, and the
+normaliser that lets external datasets carrying only the core columns flow through the same
+code. Only ``transaction_id, event_time, card_id, merchant_id, amount`` are required.
+
+Times are UTC. ``card_id`` is a token issued by the vault, never a primary account number:
+both the request model and the normaliser reject values that look like a PAN (13-19 digits
+passing the Luhn check), so a raw card number cannot reach the feature store or the logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pydantic
+
+UTC = dt.timezone.utc
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+UNKNOWN = "unknown"
+UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned code, used for "not provided"
+
+# Static FX table (units of currency per USD). Production replaces this with the treasury
+# feed; it lives here because both engines and the simulator must convert identically.
+USD_PER_UNIT: dict[str, float] = {
+    "USD": 1.0,
+    "EUR": 1.08,
+    "GBP": 1.27,
+    "JPY": 0.0067,
+    "SGD": 0.74,
+    "AUD": 0.66,
+    "BRL": 0.20,
+    "INR": 0.012,
+    "CAD": 0.73,
+    "MXN": 0.058,
+}
+
+
+@dataclass(frozen=True)
+class ContractField:
+    """One column of the contract: its Arrow type, whether it is required, and its default."""
+
+    name: str
+    arrow_type: pa.DataType
+    required: bool
+    default: Any
+    description: str
+
+
+def _f(name: str, arrow_type: pa.DataType, description: str, *, required: bool = False,
+       default: Any = None) -> ContractField:
+    return ContractField(name, arrow_type, required, default, description)
+
+
+ATTEMPT_FIELDS: tuple[ContractField, ...] = (
+    _f("transaction_id", pa.string(), "Unique id of the payment attempt; retries reuse it.",
+       required=True),
+    _f("event_time", TIMESTAMP, "When the attempt reached checkout (UTC).", required=True),
+    _f("region", pa.string(), "Serving region that received the attempt.", default=UNKNOWN),
+    _f("shopper_id", pa.string(), "Marketplace account id; null for guest checkout."),
+    _f("card_id", pa.string(), "Vault token of the card (never a card number).", required=True),
+    _f("card_bin", pa.string(), "First 6 digits of the card (issuer identification).",
+       default=UNKNOWN),
+    _f("card_country", pa.string(), "Issuing country, ISO 3166 alpha-2.",
+       default=UNKNOWN_COUNTRY),
+    _f("card_network", pa.string(), "visa | mastercard | amex | ...", default=UNKNOWN),
+    _f("device_id", pa.string(), "Device fingerprint id; null when the SDK sent none."),
+    _f("ip_country", pa.string(), "Country of the client IP, ISO alpha-2.",
+       default=UNKNOWN_COUNTRY),
+    _f("email_domain", pa.string(), "Domain of the shopper e-mail (never the address).",
+       default=UNKNOWN),
+    _f("billing_country", pa.string(), "Billing address country.", default=UNKNOWN_COUNTRY),
+    _f("shipping_country", pa.string(), "Shipping address country.", default=UNKNOWN_COUNTRY),
+    _f("merchant_id", pa.string(), "Marketplace merchant id.", required=True),
+    _f("merchant_category", pa.string(), "Merchant category code (MCC).", default=UNKNOWN),
+    _f("merchant_country", pa.string(), "Merchant's country.", default=UNKNOWN_COUNTRY),
+    _f("merchant_created_at", TIMESTAMP, "When the merchant onboarded (UTC); null if unknown."),
+    _f("channel", pa.string(), "web | app | api", default=UNKNOWN),
+    _f("amount", pa.float64(), "Amount in `currency` units (> 0).", required=True),
+    _f("currency", pa.string(), "ISO 4217 code; see USD_PER_UNIT.", default="USD"),
+    _f("amount_usd", pa.float64(), "Amount converted to USD; derived from amount when null."),
+)
+
+LABEL_KINDS = ("chargeback", "confirmed_fraud", "dispute_won")
+FRAUD_LABEL_KINDS = ("chargeback", "confirmed_fraud")
+
+LABEL_FIELDS: tuple[ContractField, ...] = (
+    _f("transaction_id", pa.string(), "The attempt this label is about.", required=True),
+    _f("label_time", TIMESTAMP, "When the label became known to us (UTC).", required=True),
+    _f("kind", pa.string(),
+       "chargeback | confirmed_fraud (both mean fraud) | dispute_won (merchant won: not fraud).",
+       default="chargeback"),
+    _f("reason", pa.string(), "Network reason code or free text.", default=UNKNOWN),
+)
+
+REQUIRED_ATTEMPT_COLUMNS = tuple(f.name for f in ATTEMPT_FIELDS if f.required)
+REQUIRED_LABEL_COLUMNS = tuple(f.name for f in LABEL_FIELDS if f.required)
+
+
+class ContractError(ValueError):
+    """Input that does not satisfy the data contract; the message names the problem."""
+
+
+def arrow_schema(fields: tuple[ContractField, ...]) -> pa.Schema:
+    """The Parquet schema for a contract (required fields are non-nullable)."""
+    return pa.schema(
+        [pa.field(f.name, f.arrow_type, nullable=not f.required,
+                  metadata={"description": f.description}) for f in fields]
+    )
+
+
+ATTEMPT_SCHEMA = arrow_schema(ATTEMPT_FIELDS)
+LABEL_SCHEMA = arrow_schema(LABEL_FIELDS)
+
+_PAN_CANDIDATE = re.compile(r"^\d{13,19}$")
+
+
+def looks_like_pan(value: str) -> bool:
+    """True for 13-19 digit strings that pass the Luhn check, i.e. plausible card numbers."""
+    digits = re.sub(r"[\s-]", "", value)
+    if not _PAN_CANDIDATE.match(digits):
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def to_usd(amount: float, currency: str) -> float:
+    """Convert with the static FX table; the rounding matches the offline engine exactly."""
+    return round(amount * USD_PER_UNIT[currency], 2)
+
+
+# ---------------------------------------------------------------------------------------
+# pydantic model for the HTTP API, generated from the same declarations
+# ---------------------------------------------------------------------------------------
+
+_PY_TYPES = {pa.string(): str, pa.float64(): float, TIMESTAMP: dt.datetime}
+_ID = {"min_length": 1, "max_length": 128}
+
+
+def _model_fields() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in ATTEMPT_FIELDS:
+        py = _PY_TYPES[f.arrow_type]
+        kwargs: dict[str, Any] = {"description": f.description}
+        if py is str:
+            kwargs["max_length"] = 128
+            if f.required:
+                kwargs.update(_ID)
+        if f.required:
+            out[f.name] = (py, pydantic.Field(..., **kwargs))
+        else:
+            out[f.name] = (py | None, pydantic.Field(f.default, **kwargs))
+    return out
+
+
+class _AttemptBase(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @pydantic.field_validator("event_time", "merchant_created_at", check_fields=False)
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a timezone (UTC expected), e.g. 2026-11-28T12:00:00Z")
+        return value.astimezone(UTC)
+
+    @pydantic.field_validator("amount", "amount_usd", check_fields=False)
+    @classmethod
+    def _positive_finite(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("amount must be a finite number greater than 0")
+        if value > 10_000_000:
+            raise ValueError("amount above 10,000,000 is not accepted")
+        return value
+
+    @pydantic.field_validator("currency", check_fields=False)
+    @classmethod
+    def _known_currency(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in USD_PER_UNIT:
+            raise ValueError(f"unknown currency {value!r}; known: {', '.join(sorted(USD_PER_UNIT))}")
+        return value.upper() if value else value
+
+    @pydantic.field_validator("card_id", check_fields=False)
+    @classmethod
+    def _not_a_pan(cls, value: str) -> str:
+        if looks_like_pan(value):
+            raise ValueError("card_id looks like a card number; send the vault token instead")
+        return value
+
+    def to_record(self) -> dict[str, Any]:
+        """A plain dict with every contract field filled (defaults applied, amount_usd set)."""
+        rec = self.model_dump()
+        for f in ATTEMPT_FIELDS:
+            if rec.get(f.name) is None and f.default is not None:
+                rec[f.name] = f.default
+        if rec["amount_usd"] is None:
+            rec["amount_usd"] = to_usd(rec["amount"], rec["currency"])
+        return rec
+
+
+PaymentAttempt: type[_AttemptBase] = pydantic.create_model(  # type: ignore[call-overload]
+    "PaymentAttempt", __base__=_AttemptBase, **_model_fields()
+)
+PaymentAttempt.__doc__ = "One payment attempt as sent by checkout (see feature_views.contract)."
+
+
+# ---------------------------------------------------------------------------------------
+# normalisation of tables (simulator output, external datasets)
+# ---------------------------------------------------------------------------------------
+
+def _parse_times(series: pd.Series, column: str) -> pd.Series:
+    try:
+        if pd.api.types.is_numeric_dtype(series):
+            raise ContractError(
+                f"column {column!r} holds numbers; expected timestamps (ISO 8601 strings or "
+                "datetime values)")
+        parsed = pd.to_datetime(series, utc=True, errors="raise", format="mixed")
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ContractError):
+            raise
+        bad = series[pd.to_datetime(series, utc=True, errors="coerce", format="mixed").isna()
+                     & series.notna()]
+        example = bad.iloc[0] if len(bad) else "?"
+        raise ContractError(
+            f"column {column!r} has unparseable times, e.g. {example!r}") from exc
+    return parsed.astype("datetime64[ms, UTC]")
+
+
+def _require(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ContractError(f"{what} table is missing required column(s): {', '.join(missing)}")
+    for c in required:
+        if frame[c].isna().any():
+            raise ContractError(f"{what} table has nulls in required column {c!r}")
+
+
+def normalize_attempts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return `frame` in contract form: every column present, typed, defaults filled.
+
+    Extra columns are dropped. Raises ContractError naming the first problem found.
+    """
+    _require(frame, REQUIRED_ATTEMPT_COLUMNS, "attempts")
+    out = pd.DataFrame(index=frame.index)
+    n = len(frame)
+    for f in ATTEMPT_FIELDS:
+        col = frame[f.name] if f.name in frame.columns else pd.Series([None] * n, index=frame.index)
+        if f.arrow_type == TIMESTAMP:
+            if col.isna().all():
+                out[f.name] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ms, UTC]")
+            else:
+                out[f.name] = _parse_times(col, f.name)
+        elif f.arrow_type == pa.float64():
+            out[f.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+        else:
+            col = col.astype("object").where(col.notna(), None)
+            if f.default is not None:
+                col = col.where(col.notna(), f.default)
+            out[f.name] = col.map(lambda v: v if v is None else str(v)).astype("object")
+    amount = out["amount"].to_numpy()
+    if not np.isfinite(amount).all() or (amount <= 0).any():
+        raise ContractError("attempts table has amounts that are not finite numbers > 0")
+    out["currency"] = out["currency"].str.upper()
+    unknown = set(out["currency"].unique()) - set(USD_PER_UNIT)
+    if unknown:
+        raise ContractError(f"attempts table has unknown currencies: {sorted(unknown)}")
+    fx = out["currency"].map(USD_PER_UNIT).to_numpy(dtype="float64")
+    derived = np.round(amount * fx, 2)
+    usd = out["amount_usd"].to_numpy()
+    out["amount_usd"] = np.where(np.isnan(usd), derived, usd)
+    if out["transaction_id"].duplicated().any():
+        dup = out.loc[out["transaction_id"].duplicated(), "transaction_id"].iloc[0]
+        raise ContractError(f"attempts table has duplicate transaction_id {dup!r}")
+    pans = out["card_id"].map(looks_like_pan)
+    if pans.any():
+        raise ContractError(
+            f"attempts table has {int(pans.sum())} card_id value(s) that look like card numbers")
+    return out.reset_index(drop=True)
+
+
+def normalize_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return labels in contract form. An external ``is_fraud`` column maps onto ``kind``.
+
+    A labels row means the transaction was reported; ``is_fraud`` false maps to
+    ``dispute_won`` (reported but found legitimate).
+    """
+    _require(frame, REQUIRED_LABEL_COLUMNS, "labels")
+    out = pd.DataFrame(index=frame.index)
+    out["transaction_id"] = frame["transaction_id"].astype(str)
+    out["label_time"] = _parse_times(frame["label_time"], "label_time")
+    if "kind" in frame.columns:
+        kind = frame["kind"].fillna("chargeback").astype(str)
+    elif "is_fraud" in frame.columns:
+        kind = np.where(frame["is_fraud"].astype(bool), "chargeback", "dispute_won")
+        kind = pd.Series(kind, index=frame.index)
+    else:
+        kind = pd.Series("chargeback", index=frame.index)
+    bad = sorted(set(kind) - set(LABEL_KINDS))
+    if bad:
+        raise ContractError(f"labels table has unknown kind(s) {bad}; expected {LABEL_KINDS}")
+    out["kind"] = kind.astype(str)
+    out["reason"] = (frame["reason"].fillna(UNKNOWN).astype(str) if "reason" in frame.columns
+                     else UNKNOWN)
+    return out.reset_index(drop=True)
+
+
+def attempts_from_records(records: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Normalise a list of dicts (e.g. validated API requests) into contract form."""
+    return normalize_attempts(pd.DataFrame.from_records(records))

@@ -1,0 +1,1 @@
+"""Drift and quality reports, business guardrails, stale-feature and fallback-rate checks."""

@@ -1,0 +1,1 @@
+"""Ray Serve deployments, request/response schema, policy engine and decision combiner."""

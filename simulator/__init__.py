@@ -1,0 +1,1 @@
+"""A synthetic marketplace with fraud campaigns and late chargebacks (see marketplace.py)."""
