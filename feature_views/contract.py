@@ -141,6 +141,24 @@ def looks_like_pan(value: str) -> bool:
     return total % 10 == 0
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(value: Any) -> int | None:
+    """UTC epoch milliseconds of a datetime / pandas Timestamp / int (None for missing)."""
+    if value is None or value != value:  # None, NaN, NaT
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, pd.Timestamp):
+        return int(value.value // 1_000_000)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ContractError("naive datetime: timestamps must be UTC-aware")
+        return (value - _EPOCH) // dt.timedelta(milliseconds=1)
+    raise ContractError(f"not a timestamp: {value!r}")
+
+
 def to_usd(amount: float, currency: str) -> float:
     """Convert with the static FX table; the rounding matches the offline engine exactly."""
     return round(amount * USD_PER_UNIT[currency], 2)

@@ -1,0 +1,504 @@
+"""The online engine: feature vectors from Redis in one round trip, idempotent updates.
+
+Redis layout (``{ns}`` is the store namespace, one per region; ids are the contract values):
+
+=====================================  ======  =============================================
+key                                    type    contents
+=====================================  ======  =============================================
+``{ns}:a:{view}:{entity id}``          zset    the entity's attempts of the last ``horizon``
+                                               (30 d): member ``txid␟cents␟col…`` (the
+                                               columns the view aggregates), score = event
+                                               ms. Exact sliding windows; TTL = view TTL.
+``{ns}:m:{view}:{entity id}``          hash    ``f`` first, ``l`` latest, ``p`` latest
+                                               before ``l`` (event ms). Gives "previous
+                                               attempt strictly before t" and view age.
+``{ns}:b:{view}:{entity id}``          hash    bucketed views: ``c{bucket}`` attempts and
+                                               ``s{bucket}`` cents per bucket index
+                                               (``ms // bucket_ms``); ``lo`` oldest kept.
+``{ns}:l:{entity}:{entity id}``        hash    label statistics per UTC day index:
+                                               ``n{day}`` attempts, ``f{day}`` first fraud
+                                               labels (by label day); ``lo`` oldest kept.
+``{ns}:g:tx:{txid}``                   string  idempotency guard of an attempt (7 d).
+``{ns}:g:lf:{txid}``                   string  guard of a transaction's fraud label (180 d).
+=====================================  ======  =============================================
+
+Reads pipeline every command for a micro-batch of attempts into ONE round trip and
+evaluate the views in Python with the same arithmetic, in the same order, as
+``offline.py``. Writes go through one Lua script per attempt: the guard and every update
+apply atomically, so a retried ``transaction_id`` never double counts. The script touches
+several entities' keys, so a region's store is one Redis primary (see docs on sharding by
+entity in the capacity plan).
+
+Key TTLs only collect garbage; freshness is decided at read time from the event clock: a
+view whose latest attempt is older than its TTL is returned as defaults and flagged stale.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from feature_views.contract import to_ms
+from feature_views.definitions import (
+    ACTIVITY_VIEWS,
+    BUCKETED_VIEWS,
+    FEATURE_NAMES,
+    LABEL_ENTITIES,
+    LABEL_RATES,
+    ActivityView,
+    BucketedView,
+    Entity,
+    ms,
+)
+from feature_views.offline import GLOBAL_KEY, Z_LIMIT, amount_cents
+from feature_views.request_features import request_features
+from feature_views.store import StoreUnavailable
+
+SEP = "\x1f"
+DAY_MS = 86_400_000
+ATTEMPT_GUARD_TTL_S = 7 * 86_400
+LABEL_GUARD_TTL_S = 180 * 86_400
+LABEL_WINDOW_MS = max(ms(v.window) for v in LABEL_RATES)
+
+_WRITE_SCRIPT = """
+-- KEYS[1] guard; ARGV[1] guard TTL (s); ARGV[2..] operations referring to KEYS by index:
+--   z key score member trim_below ttl      add to an activity zset, trim, expire
+--   m key ts ttl                           advance first / latest / previous times
+--   h key prefix bucket incr keep ttl      bucket counter, drop buckets older than keep
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local prefixes = {'c', 's', 'n', 'f'}
+local i = 2
+while i <= #ARGV do
+  local op = ARGV[i]
+  local k = KEYS[tonumber(ARGV[i + 1])]
+  if op == 'z' then
+    redis.call('ZADD', k, ARGV[i + 2], ARGV[i + 3])
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. ARGV[i + 4])
+    redis.call('EXPIRE', k, ARGV[i + 5])
+    i = i + 6
+  elseif op == 'm' then
+    local ts_s = ARGV[i + 2]
+    local ts = tonumber(ts_s)
+    local v = redis.call('HMGET', k, 'f', 'l', 'p')
+    if (not v[1]) or ts < tonumber(v[1]) then redis.call('HSET', k, 'f', ts_s) end
+    if not v[2] then
+      redis.call('HSET', k, 'l', ts_s)
+    elseif ts > tonumber(v[2]) then
+      redis.call('HSET', k, 'p', v[2], 'l', ts_s)
+    elseif ts < tonumber(v[2]) and ((not v[3]) or ts > tonumber(v[3])) then
+      redis.call('HSET', k, 'p', ts_s)
+    end
+    redis.call('EXPIRE', k, ARGV[i + 3])
+    i = i + 4
+  elseif op == 'h' then
+    local bucket = tonumber(ARGV[i + 3])
+    redis.call('HINCRBY', k, ARGV[i + 2] .. ARGV[i + 3], ARGV[i + 4])
+    local keep = bucket - tonumber(ARGV[i + 5])
+    local lo = tonumber(redis.call('HGET', k, 'lo'))
+    if not lo then
+      redis.call('HSET', k, 'lo', tostring(keep))
+    elseif lo < keep then
+      if keep - lo > 2048 then
+        for _, name in ipairs(redis.call('HKEYS', k)) do
+          local b = tonumber(string.sub(name, 2))
+          if name ~= 'lo' and b and b < keep then redis.call('HDEL', k, name) end
+        end
+      else
+        for b = lo, keep - 1 do
+          for _, p in ipairs(prefixes) do redis.call('HDEL', k, p .. string.format('%d', b)) end
+        end
+      end
+      redis.call('HSET', k, 'lo', string.format('%d', keep))
+    end
+    redis.call('EXPIRE', k, ARGV[i + 6])
+    i = i + 7
+  else
+    return redis.error_reply('unknown op ' .. tostring(op))
+  end
+end
+return 1
+"""
+
+
+@dataclass
+class OnlineVector:
+    """One served feature vector: values, the age of each view, and what was defaulted."""
+
+    values: dict[str, Any]
+    ages_ms: dict[str, int | None]
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+
+def _key(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def _event_ms(attempt: Mapping[str, Any]) -> int:
+    if "event_ms" in attempt:
+        return int(attempt["event_ms"])
+    return to_ms(attempt["event_time"])
+
+
+class OnlineFeatureStore:
+    """Reads and writes the feature views of one region's Redis store."""
+
+    def __init__(self, client: redis.Redis, namespace: str = "cr") -> None:
+        self.r = client
+        self.ns = namespace
+        self._script = self.r.register_script(_WRITE_SCRIPT)
+
+    # ---- keys -------------------------------------------------------------------------
+    def _k(self, kind: str, view: str, entity_id: str) -> str:
+        return f"{self.ns}:{kind}:{view}:{entity_id}"
+
+    def _entity_id(self, attempt: Mapping[str, Any], entity: Entity) -> str | None:
+        return GLOBAL_KEY if entity.key is None else _key(attempt.get(entity.key))
+
+    # ---- read -------------------------------------------------------------------------
+    def read_many(self, attempts: Sequence[Mapping[str, Any]]) -> list[OnlineVector]:
+        """Feature vectors for a micro-batch of contract-form attempts, ONE round trip.
+
+        Raises StoreUnavailable if Redis does not answer within the client's timeout.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        plan: list[list[tuple[str, Any]]] = []
+        for attempt in attempts:
+            t = _event_ms(attempt)
+            steps: list[tuple[str, Any]] = []
+            for view in ACTIVITY_VIEWS:
+                eid = self._entity_id(attempt, view.entity)
+                if eid is None:
+                    steps.append(("none", view))
+                    continue
+                pipe.zrangebyscore(self._k("a", view.name, eid), t - ms(view.horizon),
+                                   f"({t}", withscores=True)
+                pipe.hmget(self._k("m", view.name, eid), "f", "l", "p")
+                steps.append(("activity", view))
+            for bview in BUCKETED_VIEWS:
+                eid = self._entity_id(attempt, bview.entity)
+                if eid is None:
+                    steps.append(("none", bview))
+                    continue
+                pipe.hgetall(self._k("b", bview.name, eid))
+                pipe.hmget(self._k("m", bview.name, eid), "f", "l", "p")
+                steps.append(("bucketed", bview))
+            for entity in LABEL_ENTITIES:
+                pipe.hgetall(self._k("l", entity.name, self._entity_id(attempt, entity) or ""))
+                steps.append(("labels", entity))
+            plan.append(steps)
+        try:
+            replies = pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"online store read failed: {exc}") from exc
+        return self._evaluate(attempts, plan, replies)
+
+    def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
+        return self.read_many([attempt])[0]
+
+    def _evaluate(self, attempts: Sequence[Mapping[str, Any]], plan: list[list[tuple[str, Any]]],
+                  replies: list[Any]) -> list[OnlineVector]:
+        pos = 0
+        vectors: list[OnlineVector] = []
+        merchant_seen = np.empty(len(attempts))
+        for i, (attempt, steps) in enumerate(zip(attempts, plan, strict=True)):
+            t = _event_ms(attempt)
+            vec = OnlineVector(values={}, ages_ms={})
+            label_counts: dict[str, tuple[int, int]] = {}
+            for kind, obj in steps:
+                if kind == "none":
+                    _blank(vec, obj, stale=False)
+                    vec.ages_ms[obj.name] = None
+                elif kind == "activity":
+                    _activity(vec, obj, attempt, t, replies[pos], replies[pos + 1])
+                    pos += 2
+                elif kind == "bucketed":
+                    _bucketed(vec, obj, t, replies[pos], replies[pos + 1])
+                    pos += 2
+                else:
+                    label_counts[obj.name] = _label_counts(replies[pos], t)
+                    pos += 1
+            _label_rates(vec, label_counts)
+            merchant_seen[i] = vec.values["merchant_seen_seconds"]
+            vectors.append(vec)
+        req = request_features(_request_columns(attempts, merchant_seen))
+        for i, vec in enumerate(vectors):
+            for name, column in req.items():
+                value = column[i]
+                vec.values[name] = value.item() if hasattr(value, "item") else value
+            vec.values = {name: vec.values[name] for name in FEATURE_NAMES}
+        return vectors
+
+    # ---- write ------------------------------------------------------------------------
+    def write_ops(self, attempt: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the write script for one attempt (used by pipelines too)."""
+        t = _event_ms(attempt)
+        txid = str(attempt["transaction_id"])
+        cents = int(amount_cents(np.array([attempt["amount_usd"]]))[0])
+        keys = [f"{self.ns}:g:tx:{txid}"]
+        argv: list[Any] = [ATTEMPT_GUARD_TTL_S]
+
+        def key_index(key: str) -> int:
+            keys.append(key)
+            return len(keys)
+
+        for view in ACTIVITY_VIEWS:
+            eid = self._entity_id(attempt, view.entity)
+            if eid is None:
+                continue
+            member = SEP.join([txid, str(cents), *[_key(attempt.get(c)) or ""
+                                                   for c in view.columns]])
+            ttl_s = int(view.ttl.total_seconds())
+            argv += ["z", key_index(self._k("a", view.name, eid)), t, member,
+                     t - ms(view.horizon), ttl_s]
+            argv += ["m", key_index(self._k("m", view.name, eid)), t, ttl_s]
+        for bview in BUCKETED_VIEWS:
+            eid = self._entity_id(attempt, bview.entity)
+            if eid is None:
+                continue
+            bucket_ms = ms(bview.bucket)
+            keep = ms(bview.horizon) // bucket_ms + 1
+            ttl_s = int(bview.ttl.total_seconds())
+            k = key_index(self._k("b", bview.name, eid))
+            argv += ["h", k, "c", t // bucket_ms, 1, keep, ttl_s]
+            argv += ["h", k, "s", t // bucket_ms, cents, keep, ttl_s]
+            argv += ["m", key_index(self._k("m", bview.name, eid)), t, ttl_s]
+        for entity in LABEL_ENTITIES:
+            eid = self._entity_id(attempt, entity) or ""
+            argv += ["h", key_index(self._k("l", entity.name, eid)), "n", t // DAY_MS, 1,
+                     LABEL_WINDOW_MS // DAY_MS + 1, LABEL_WINDOW_MS // 1000 + 2 * 86_400]
+        return keys, argv
+
+    def write(self, attempt: Mapping[str, Any]) -> bool:
+        """Apply one decided attempt; False when this transaction_id was already applied."""
+        keys, argv = self.write_ops(attempt)
+        try:
+            return bool(self._script(keys=keys, args=argv))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+
+    def label_ops(self, transaction_id: str, label_ms: int,
+                  attempt_keys: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV recording one fraud label against the attempt's label entities."""
+        keys = [f"{self.ns}:g:lf:{transaction_id}"]
+        argv: list[Any] = [LABEL_GUARD_TTL_S]
+        for entity in LABEL_ENTITIES:
+            eid = self._entity_id(attempt_keys, entity) or ""
+            keys.append(self._k("l", entity.name, eid))
+            argv += ["h", len(keys), "f", label_ms // DAY_MS, 1, LABEL_WINDOW_MS // DAY_MS + 1,
+                     LABEL_WINDOW_MS // 1000 + 2 * 86_400]
+        return keys, argv
+
+    def apply_fraud_label(self, transaction_id: str, label_ms: int,
+                          attempt_keys: Mapping[str, Any]) -> bool:
+        """Count a late fraud label (once per transaction) toward the label statistics.
+
+        `attempt_keys` holds the labelled attempt's merchant_id, merchant_category and
+        card_bin (the label feed joins them from the decision log).
+        """
+        keys, argv = self.label_ops(transaction_id, label_ms, attempt_keys)
+        try:
+            return bool(self._script(keys=keys, args=argv))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+
+    def flush_namespace(self) -> int:
+        """Delete every key of this namespace (tests, `materialize --flush`)."""
+        deleted = 0
+        batch: list[bytes] = []
+        for key in self.r.scan_iter(match=f"{self.ns}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += self.r.delete(*batch)
+                batch = []
+        if batch:
+            deleted += self.r.delete(*batch)
+        return deleted
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation: the same arithmetic as offline.py, on one entity's history
+# ---------------------------------------------------------------------------------------
+
+def _timeline(meta: list[Any], t: int) -> tuple[int | None, int | None]:
+    """(latest attempt strictly before t, first attempt strictly before t)."""
+    first, last, prev = (int(v) if v is not None else None for v in meta)
+    if last is None:
+        return None, None
+    if last < t:
+        before = last
+    elif prev is not None and prev < t:
+        before = prev
+    else:
+        before = None
+    return before, (first if first is not None and first < t else None)
+
+
+def _blank(vec: OnlineVector, view: ActivityView | BucketedView, stale: bool) -> None:
+    for a in view.features:
+        vec.values[a.name] = a.default
+    vec.values[f"{view.name}_missing"] = 0 if stale else 1
+    vec.values[f"{view.name}_stale"] = 1 if stale else 0
+    (vec.stale if stale else vec.missing).append(view.name)
+
+
+def _check_ttl(vec: OnlineVector, view: ActivityView | BucketedView, before: int | None,
+               t: int) -> bool:
+    """Record the view's age; blank it and return False when missing or stale."""
+    vec.ages_ms[view.name] = None if before is None else t - before
+    if before is None:
+        _blank(vec, view, stale=False)
+        return False
+    if t - before > ms(view.ttl):
+        _blank(vec, view, stale=True)
+        return False
+    vec.values[f"{view.name}_missing"] = 0
+    vec.values[f"{view.name}_stale"] = 0
+    return True
+
+
+def _activity(vec: OnlineVector, view: ActivityView, attempt: Mapping[str, Any], t: int,
+              entries: list[tuple[bytes, float]], meta: list[Any]) -> None:
+    before, first = _timeline(meta, t)
+    if not _check_ttl(vec, view, before, t):
+        return
+    scores = [int(score) for _, score in entries]
+    parts = [member.decode().split(SEP) for member, _ in entries]
+    cents = [int(p[1]) for p in parts]
+    col_index = {c: 2 + i for i, c in enumerate(view.columns)}
+    log_cents: np.ndarray | None = None
+    for a in view.features:
+        if a.window is not None:
+            lo = bisect.bisect_left(scores, t - ms(a.window))
+            window = range(lo, len(scores))
+        if a.kind == "count":
+            vec.values[a.name] = len(window)
+        elif a.kind == "sum_usd":
+            vec.values[a.name] = sum(cents[j] for j in window) / 100.0
+        elif a.kind == "distinct":
+            c = col_index[a.column]
+            vec.values[a.name] = len({parts[j][c] for j in window})
+        elif a.kind == "match_count":
+            c = col_index[a.column]
+            target = _key(attempt.get(a.column)) or ""
+            vec.values[a.name] = sum(1 for j in window if parts[j][c] == target)
+        elif a.kind == "zscore_log_amount":
+            if log_cents is None:
+                log_cents = np.log(np.array(cents, dtype=np.float64))
+            vec.values[a.name] = _zscore(log_cents, window, attempt, a.default)
+        elif a.kind == "seconds_since_previous":
+            vec.values[a.name] = (t - before) / 1000.0
+        elif a.kind == "seconds_since_first":
+            vec.values[a.name] = (t - first) / 1000.0 if first is not None else a.default
+
+
+def _zscore(log_cents: np.ndarray, window: range, attempt: Mapping[str, Any],
+            default: float) -> float:
+    n = len(window)
+    if n < 2:
+        return default
+    total = 0.0
+    for j in reversed(window):  # newest first, as the offline lag walk
+        total += float(log_cents[j])
+    mean = total / n
+    sq = 0.0
+    for j in reversed(window):
+        d = float(log_cents[j]) - mean
+        sq += d * d
+    std = math.sqrt(sq / (n - 1))
+    if not std > 0:
+        return default
+    x = float(np.log(np.array([amount_cents(np.array([attempt["amount_usd"]]))[0]],
+                              dtype=np.float64))[0])
+    z = (x - mean) / std
+    if not math.isfinite(z):
+        return default
+    return max(-Z_LIMIT, min(Z_LIMIT, z))
+
+
+def _bucketed(vec: OnlineVector, view: BucketedView, t: int, buckets: dict[bytes, bytes],
+              meta: list[Any]) -> None:
+    before, first = _timeline(meta, t)
+    if not _check_ttl(vec, view, before, t):
+        return
+    bucket_ms = ms(view.bucket)
+    current = t // bucket_ms
+    counts: dict[int, int] = {}
+    cents: dict[int, int] = {}
+    for name, value in buckets.items():
+        field_name = name.decode()
+        if field_name[0] == "c":
+            counts[int(field_name[1:])] = int(value)
+        elif field_name[0] == "s":
+            cents[int(field_name[1:])] = int(value)
+    for a in view.features:
+        if a.window is not None:
+            lo = current - ms(a.window) // bucket_ms
+            n = sum(v for b, v in counts.items() if lo <= b < current)
+            s = sum(v for b, v in cents.items() if lo <= b < current)
+        if a.kind == "count":
+            vec.values[a.name] = n
+        elif a.kind == "sum_usd":
+            vec.values[a.name] = s / 100.0
+        elif a.kind == "mean_usd":
+            vec.values[a.name] = (s / n) / 100.0 if n > 0 else a.default
+        elif a.kind == "seconds_since_previous":
+            vec.values[a.name] = (t - before) / 1000.0
+        elif a.kind == "seconds_since_first":
+            vec.values[a.name] = (t - first) / 1000.0 if first is not None else a.default
+
+
+def _label_counts(buckets: dict[bytes, bytes], t: int) -> tuple[int, int]:
+    today = t // DAY_MS
+    lo = today - LABEL_WINDOW_MS // DAY_MS
+    n = f = 0
+    for name, value in buckets.items():
+        field_name = name.decode()
+        if field_name == "lo":
+            continue
+        day = int(field_name[1:])
+        if lo <= day < today:
+            if field_name[0] == "n":
+                n += int(value)
+            else:
+                f += int(value)
+    return n, f
+
+
+def _label_rates(vec: OnlineVector, counts: dict[str, tuple[int, int]]) -> None:
+    for view in LABEL_RATES:
+        parent: float | None = None
+        for e in reversed(view.chain):
+            n, f = counts[e.name]
+            if parent is None:
+                rate = (f + view.prior_strength * view.prior) / (n + view.prior_strength)
+            else:
+                rate = (f + view.strength * parent) / (n + view.strength)
+            vec.values[f"{e.name}_fraud_rate_90d"] = rate
+            vec.values[f"{e.name}_attempts_90d"] = n
+            vec.values[f"{e.name}_fraud_labels_90d"] = f
+            parent = rate
+
+
+def _request_columns(attempts: Sequence[Mapping[str, Any]], merchant_seen: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    names = ("card_country", "merchant_country", "ip_country", "billing_country",
+             "shipping_country", "merchant_id", "merchant_category", "card_bin", "card_network",
+             "channel", "email_domain", "currency", "region")
+    cols: dict[str, np.ndarray] = {n: np.array([a.get(n) for a in attempts], dtype=object)
+                                   for n in names}
+    cols["event_ms"] = np.array([_event_ms(a) for a in attempts], dtype=np.int64)
+    cols["amount_usd"] = np.array([a["amount_usd"] for a in attempts], dtype=np.float64)
+    created = [to_ms(a.get("merchant_created_at")) for a in attempts]
+    cols["merchant_created_ms"] = np.array([-1 if c is None else c for c in created],
+                                           dtype=np.int64)
+    cols["merchant_seen_seconds"] = merchant_seen
+    return cols
