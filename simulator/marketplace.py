@@ -177,7 +177,7 @@ class Marketplace:
         n = len(self.sh_country)
         self.sh_cards += (rng.random(n) < pop.new_card_per_day).astype(np.int32)
         self.sh_devices += (rng.random(n) < pop.new_device_per_day).astype(np.int32)
-        self._add_merchants(rng.binomial(len(self.m_ids), pop.new_merchants_per_day),
+        self._add_merchants(max(1, rng.binomial(len(self.m_ids), pop.new_merchants_per_day)),
                             created_from=day_ms, created_to=day_ms + DAY_MS)
 
     # ---- helpers ----------------------------------------------------------------------
@@ -270,15 +270,19 @@ class Marketplace:
         return rec
 
     def card_testing(self, day: int, n: int) -> dict[str, Any]:
-        """Bursts of small authorisations over fresh stolen cards across many merchants."""
+        """Bursts of small authorisations over fresh stolen cards across many merchants.
+
+        Bursts are whole: `n` sets the expected number of rows, and the day gets a Poisson
+        number of complete bursts (possibly none), as bots work in campaigns.
+        """
         rng, cfg = self.rng, self.sc.fraud.card_testing
+        mean_rows = (cfg.cards_per_burst[0] + cfg.cards_per_burst[1]) / 2 * 2.0
         rows: list[dict[str, Any]] = []
-        made, burst = 0, 0
-        while made < n:
+        for burst in range(int(rng.poisson(n / mean_rows))):
             cards = int(rng.integers(cfg.cards_per_burst[0], cfg.cards_per_burst[1] + 1))
             tries = rng.integers(1, 4, cards)
-            k = int(min(tries.sum(), n - made))
-            card_idx = np.repeat(np.arange(cards), tries)[:k]
+            k = int(tries.sum())
+            card_idx = np.repeat(np.arange(cards), tries)
             n_m = int(rng.integers(cfg.merchants_per_burst[0], cfg.merchants_per_burst[1] + 1))
             targets = rng.choice(len(self.m_ids), n_m, replace=False)
             start = self.start_ms + day * DAY_MS + int(rng.integers(0, DAY_MS - cfg.burst_minutes
@@ -301,9 +305,7 @@ class Marketplace:
             )
             rec["region"] = self.region_names[self.country_region[self.m_country[rec["merchant"]]]]
             rows.append(rec)
-            made += k
-            burst += 1
-        return _concat(rows)
+        return _concat(rows) if rows else {}
 
     def _victims(self, n: int, with_account: bool) -> dict[str, Any]:
         """Existing shoppers whose card or account fraudsters take over."""
@@ -435,8 +437,10 @@ class Marketplace:
         }
         for name in names:
             if name != "friendly_fraud" and counts[name] > 0:
-                parts.append(makers[name](int(counts[name])))
-                pattern.append(np.full(len(parts[-1]["event_ms"]), name, dtype=object))
+                rows = makers[name](int(counts[name]))
+                if rows:
+                    parts.append(rows)
+                    pattern.append(np.full(len(rows["event_ms"]), name, dtype=object))
         rec = _concat(parts)
         pattern_arr = np.concatenate(pattern)
         order = np.argsort(rec["event_ms"], kind="stable")
