@@ -57,28 +57,46 @@ class ContractField:
     description: str
 
 
-def _f(name: str, arrow_type: pa.DataType, description: str, *, required: bool = False,
-       default: Any = None) -> ContractField:
+def _f(
+    name: str,
+    arrow_type: pa.DataType,
+    description: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> ContractField:
     return ContractField(name, arrow_type, required, default, description)
 
 
 ATTEMPT_FIELDS: tuple[ContractField, ...] = (
-    _f("transaction_id", pa.string(), "Unique id of the payment attempt; retries reuse it.",
-       required=True),
+    _f(
+        "transaction_id",
+        pa.string(),
+        "Unique id of the payment attempt; retries reuse it.",
+        required=True,
+    ),
     _f("event_time", TIMESTAMP, "When the attempt reached checkout (UTC).", required=True),
     _f("region", pa.string(), "Serving region that received the attempt.", default=UNKNOWN),
     _f("shopper_id", pa.string(), "Marketplace account id; null for guest checkout."),
     _f("card_id", pa.string(), "Vault token of the card (never a card number).", required=True),
-    _f("card_bin", pa.string(), "First 6 digits of the card (issuer identification).",
-       default=UNKNOWN),
-    _f("card_country", pa.string(), "Issuing country, ISO 3166 alpha-2.",
-       default=UNKNOWN_COUNTRY),
+    _f(
+        "card_bin",
+        pa.string(),
+        "First 6 digits of the card (issuer identification).",
+        default=UNKNOWN,
+    ),
+    _f("card_country", pa.string(), "Issuing country, ISO 3166 alpha-2.", default=UNKNOWN_COUNTRY),
     _f("card_network", pa.string(), "visa | mastercard | amex | ...", default=UNKNOWN),
     _f("device_id", pa.string(), "Device fingerprint id; null when the SDK sent none."),
-    _f("ip_country", pa.string(), "Country of the client IP, ISO alpha-2.",
-       default=UNKNOWN_COUNTRY),
-    _f("email_domain", pa.string(), "Domain of the shopper e-mail (never the address).",
-       default=UNKNOWN),
+    _f(
+        "ip_country", pa.string(), "Country of the client IP, ISO alpha-2.", default=UNKNOWN_COUNTRY
+    ),
+    _f(
+        "email_domain",
+        pa.string(),
+        "Domain of the shopper e-mail (never the address).",
+        default=UNKNOWN,
+    ),
     _f("billing_country", pa.string(), "Billing address country.", default=UNKNOWN_COUNTRY),
     _f("shipping_country", pa.string(), "Shipping address country.", default=UNKNOWN_COUNTRY),
     _f("merchant_id", pa.string(), "Marketplace merchant id.", required=True),
@@ -97,9 +115,12 @@ FRAUD_LABEL_KINDS = ("chargeback", "confirmed_fraud")
 LABEL_FIELDS: tuple[ContractField, ...] = (
     _f("transaction_id", pa.string(), "The attempt this label is about.", required=True),
     _f("label_time", TIMESTAMP, "When the label became known to us (UTC).", required=True),
-    _f("kind", pa.string(),
-       "chargeback | confirmed_fraud (both mean fraud) | dispute_won (merchant won: not fraud).",
-       default="chargeback"),
+    _f(
+        "kind",
+        pa.string(),
+        "chargeback | confirmed_fraud (both mean fraud) | dispute_won (merchant won: not fraud).",
+        default="chargeback",
+    ),
     _f("reason", pa.string(), "Network reason code or free text.", default=UNKNOWN),
 )
 
@@ -114,8 +135,15 @@ class ContractError(ValueError):
 def arrow_schema(fields: tuple[ContractField, ...]) -> pa.Schema:
     """The Parquet schema for a contract (required fields are non-nullable)."""
     return pa.schema(
-        [pa.field(f.name, f.arrow_type, nullable=not f.required,
-                  metadata={"description": f.description}) for f in fields]
+        [
+            pa.field(
+                f.name,
+                f.arrow_type,
+                nullable=not f.required,
+                metadata={"description": f.description},
+            )
+            for f in fields
+        ]
     )
 
 
@@ -160,8 +188,8 @@ def to_ms(value: Any) -> int | None:
 
 
 def to_usd(amount: float, currency: str) -> float:
-    """Convert with the static FX table; the rounding matches the offline engine exactly."""
-    return round(amount * USD_PER_UNIT[currency], 2)
+    """Convert one amount with the static FX table (same arithmetic as tables use)."""
+    return float(usd_amounts(np.array([amount]), np.array([currency]))[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,7 +225,9 @@ class _AttemptBase(pydantic.BaseModel):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("timestamp must carry a timezone (UTC expected), e.g. 2026-11-28T12:00:00Z")
+            raise ValueError(
+                "timestamp must carry a timezone (UTC expected), e.g. 2026-11-28T12:00:00Z"
+            )
         return value.astimezone(UTC)
 
     @pydantic.field_validator("amount", "amount_usd", check_fields=False)
@@ -215,7 +245,8 @@ class _AttemptBase(pydantic.BaseModel):
     @classmethod
     def _known_currency(cls, value: str | None) -> str | None:
         if value is not None and value.upper() not in USD_PER_UNIT:
-            raise ValueError(f"unknown currency {value!r}; known: {', '.join(sorted(USD_PER_UNIT))}")
+            known = ", ".join(sorted(USD_PER_UNIT))
+            raise ValueError(f"unknown currency {value!r}; known: {known}")
         return value.upper() if value else value
 
     @pydantic.field_validator("card_id", check_fields=False)
@@ -246,21 +277,26 @@ PaymentAttempt.__doc__ = "One payment attempt as sent by checkout (see feature_v
 # normalisation of tables (simulator output, external datasets)
 # ---------------------------------------------------------------------------------------
 
+
 def _parse_times(series: pd.Series, column: str) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ms, UTC]")
     try:
         if pd.api.types.is_numeric_dtype(series):
             raise ContractError(
                 f"column {column!r} holds numbers; expected timestamps (ISO 8601 strings or "
-                "datetime values)")
+                "datetime values)"
+            )
         parsed = pd.to_datetime(series, utc=True, errors="raise", format="mixed")
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ContractError):
             raise
-        bad = series[pd.to_datetime(series, utc=True, errors="coerce", format="mixed").isna()
-                     & series.notna()]
+        bad = series[
+            pd.to_datetime(series, utc=True, errors="coerce", format="mixed").isna()
+            & series.notna()
+        ]
         example = bad.iloc[0] if len(bad) else "?"
-        raise ContractError(
-            f"column {column!r} has unparseable times, e.g. {example!r}") from exc
+        raise ContractError(f"column {column!r} has unparseable times, e.g. {example!r}") from exc
     return parsed.astype("datetime64[ms, UTC]")
 
 
@@ -273,11 +309,58 @@ def _require(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
             raise ContractError(f"{what} table has nulls in required column {c!r}")
 
 
-def normalize_attempts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return `frame` in contract form: every column present, typed, defaults filled.
+def usd_amounts(amount: np.ndarray, currency: np.ndarray) -> np.ndarray:
+    """USD value of amounts in their currencies, rounded to cents (the one conversion)."""
+    fx = (
+        np.array([USD_PER_UNIT[c] for c in currency], dtype=np.float64)
+        if len(currency)
+        else np.empty(0)
+    )
+    return np.round(np.asarray(amount, dtype=np.float64) * fx, 2)
 
-    Extra columns are dropped. Raises ContractError naming the first problem found.
+
+def normalize_attempts(frame: pd.DataFrame | pa.Table) -> pd.DataFrame:
+    """Return attempts in contract form: every column present, typed, defaults filled.
+
+    Accepts a DataFrame or an Arrow table (the fast path for Parquet: coercion happens in
+    Arrow's C++ kernels). Extra columns are dropped. Raises ContractError naming the first
+    problem found.
     """
+    if isinstance(frame, pa.Table):
+        out = _coerce_arrow(frame)
+        if out is None:  # types Arrow cannot cast (e.g. free-form time strings)
+            return normalize_attempts(frame.to_pandas())
+    else:
+        out = _coerce_pandas(frame)
+    return _check_values(out)
+
+
+def _coerce_arrow(table: pa.Table) -> pd.DataFrame | None:
+    import pyarrow.compute as pc
+
+    missing = [c for c in REQUIRED_ATTEMPT_COLUMNS if c not in table.schema.names]
+    if missing:
+        raise ContractError(f"attempts table is missing required column(s): {', '.join(missing)}")
+    columns = {}
+    for f in ATTEMPT_FIELDS:
+        if f.name not in table.schema.names:
+            arr = pa.nulls(table.num_rows, f.arrow_type)
+        else:
+            arr = table.column(f.name)
+            if arr.type != f.arrow_type:
+                try:
+                    arr = pc.cast(arr, f.arrow_type, safe=f.arrow_type != TIMESTAMP)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    return None
+        if f.required and arr.null_count:
+            raise ContractError(f"attempts table has nulls in required column {f.name!r}")
+        if f.default is not None and arr.null_count:
+            arr = pc.fill_null(arr, pa.scalar(f.default, f.arrow_type))
+        columns[f.name] = arr
+    return pa.table(columns).to_pandas()
+
+
+def _coerce_pandas(frame: pd.DataFrame) -> pd.DataFrame:
     _require(frame, REQUIRED_ATTEMPT_COLUMNS, "attempts")
     out = pd.DataFrame(index=frame.index)
     n = len(frame)
@@ -294,7 +377,13 @@ def normalize_attempts(frame: pd.DataFrame) -> pd.DataFrame:
             col = col.astype("object").where(col.notna(), None)
             if f.default is not None:
                 col = col.where(col.notna(), f.default)
-            out[f.name] = col.map(lambda v: v if v is None else str(v)).astype("object")
+            if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+                col = col.map(lambda v: v if v is None else str(v))
+            out[f.name] = col.astype("object")
+    return out.reset_index(drop=True)
+
+
+def _check_values(out: pd.DataFrame) -> pd.DataFrame:
     amount = out["amount"].to_numpy()
     if not np.isfinite(amount).all() or (amount <= 0).any():
         raise ContractError("attempts table has amounts that are not finite numbers > 0")
@@ -302,18 +391,24 @@ def normalize_attempts(frame: pd.DataFrame) -> pd.DataFrame:
     unknown = set(out["currency"].unique()) - set(USD_PER_UNIT)
     if unknown:
         raise ContractError(f"attempts table has unknown currencies: {sorted(unknown)}")
-    fx = out["currency"].map(USD_PER_UNIT).to_numpy(dtype="float64")
-    derived = np.round(amount * fx, 2)
     usd = out["amount_usd"].to_numpy()
-    out["amount_usd"] = np.where(np.isnan(usd), derived, usd)
+    if np.isnan(usd).any():
+        out["amount_usd"] = np.where(
+            np.isnan(usd), usd_amounts(amount, out["currency"].to_numpy()), usd
+        )
+    usd = out["amount_usd"].to_numpy()
+    if not np.isfinite(usd).all() or (usd <= 0).any():
+        raise ContractError("attempts table has amount_usd values that are not finite and > 0")
     if out["transaction_id"].duplicated().any():
         dup = out.loc[out["transaction_id"].duplicated(), "transaction_id"].iloc[0]
         raise ContractError(f"attempts table has duplicate transaction_id {dup!r}")
-    pans = out["card_id"].map(looks_like_pan)
+    candidates = out["card_id"].str.fullmatch(r"[\d \-]{13,23}").fillna(False).astype(bool)
+    pans = out.loc[candidates, "card_id"].map(looks_like_pan)
     if pans.any():
         raise ContractError(
-            f"attempts table has {int(pans.sum())} card_id value(s) that look like card numbers")
-    return out.reset_index(drop=True)
+            f"attempts table has {int(pans.sum())} card_id value(s) that look like card numbers"
+        )
+    return out
 
 
 def normalize_labels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -337,8 +432,9 @@ def normalize_labels(frame: pd.DataFrame) -> pd.DataFrame:
     if bad:
         raise ContractError(f"labels table has unknown kind(s) {bad}; expected {LABEL_KINDS}")
     out["kind"] = kind.astype(str)
-    out["reason"] = (frame["reason"].fillna(UNKNOWN).astype(str) if "reason" in frame.columns
-                     else UNKNOWN)
+    out["reason"] = (
+        frame["reason"].fillna(UNKNOWN).astype(str) if "reason" in frame.columns else UNKNOWN
+    )
     return out.reset_index(drop=True)
 
 

@@ -38,6 +38,7 @@ from feature_views.definitions import (
 from feature_views.request_features import request_features
 
 GLOBAL_KEY = "*"
+NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
 Z_LIMIT = 20.0  # z-scores are clipped: two near-identical past amounts make std tiny
 DAY_MS = 86_400_000
 LABEL_KEY_COLUMNS = tuple(e.key for e in LABEL_ENTITIES if e.key)
@@ -53,8 +54,7 @@ def prepare(attempts: pd.DataFrame) -> pd.DataFrame:
 
 def amount_cents(amount_usd: np.ndarray) -> np.ndarray:
     """USD amounts as integer cents (at least 1), so sums are exact in both engines."""
-    return np.maximum(np.round(np.asarray(amount_usd, dtype=np.float64) * 100), 1).astype(
-        np.int64)
+    return np.maximum(np.round(np.asarray(amount_usd, dtype=np.float64) * 100), 1).astype(np.int64)
 
 
 def entity_keys(frame: pd.DataFrame, entity: Entity) -> np.ndarray:
@@ -74,86 +74,151 @@ def fraud_labels(labels: pd.DataFrame, attempts_keys: pd.DataFrame) -> pd.DataFr
     """
     fraud = labels[labels["kind"].isin(FRAUD_LABEL_KINDS)]
     fraud = fraud.sort_values(["label_time", "transaction_id"]).drop_duplicates(
-        "transaction_id", keep="first")
-    joined = fraud.merge(attempts_keys[["transaction_id", *LABEL_KEY_COLUMNS]],
-                         on="transaction_id", how="inner")
+        "transaction_id", keep="first"
+    )
+    joined = fraud.merge(
+        attempts_keys[["transaction_id", *LABEL_KEY_COLUMNS]], on="transaction_id", how="inner"
+    )
     joined["label_ms"] = joined["label_time"].astype("int64")
     joined = joined.sort_values(["label_ms", "transaction_id"], ignore_index=True)
     joined.attrs["unknown_transactions"] = len(fraud) - len(joined)
     return joined
 
 
+class _Codes:
+    """Stable integer codes for one column's string values, across partitions.
+
+    Sorting and grouping integers is an order of magnitude cheaper than strings, and
+    stable codes let carried history stay encoded between partitions. Each partition is
+    factorised on its own (a small hash table); only its distinct values touch the
+    dictionary of everything seen so far.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Codes for `values` (None/NaN -> -1), adding unseen values."""
+        local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        index = self.index
+        mapped = np.empty(len(uniques) + 1, dtype=np.int64)
+        for i, value in enumerate(uniques):
+            code = index.get(value)
+            if code is None:
+                code = index[value] = len(index)
+            mapped[i] = code
+        mapped[-1] = -1  # factorize's NA sentinel (-1) picks the last slot
+        return mapped[local]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
 @dataclasses.dataclass
 class OfflineState:
-    """What a later partition needs from earlier ones (see module docstring)."""
+    """What a later partition needs from earlier ones (see module docstring).
 
-    history: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
-    buckets: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
-    label_buckets: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
-    first_ms: dict[str, pd.Series] = dataclasses.field(default_factory=dict)
-    last_ms: dict[str, pd.Series] = dataclasses.field(default_factory=dict)
+    Everything is integer-coded: ``codes`` maps each contract column's strings to stable
+    integers; history, buckets and timelines are numpy arrays over those codes.
+    """
+
+    codes: dict[str, _Codes] = dataclasses.field(default_factory=dict)
+    history: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    label_buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    first_ms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    last_ms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     max_event_ms: int | None = None
-    label_watermark_ms: int | None = None
+
+    def encode(self, column: str | None, values: np.ndarray) -> np.ndarray:
+        if column is None:  # the global entity: one key for everything
+            return np.zeros(len(values), dtype=np.int64)
+        return self.codes.setdefault(column, _Codes()).encode(values)
 
 
 # ---------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------
 
-def _factorize(*arrays: np.ndarray) -> list[np.ndarray]:
-    """Integer codes for object arrays, consistent across all of them."""
-    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    codes, _ = pd.factorize(joined, use_na_sentinel=True)
-    out, start = [], 0
-    for a in arrays:
-        out.append(codes[start:start + len(a)].astype(np.int64))
-        start += len(a)
-    return out
+BUCKET_BITS = 21  # bucket indices (hours or days since 1970) stay below 2**21 until 2209
 
 
 def _lag_order(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Query indices by descending window size, and sizes sorted ascending for bisection."""
+    """Queries by descending window size, and how many have at least k entries (index k).
+
+    Walking lag k = 1, 2, ... only touches the prefix of queries whose window is that
+    deep, so the total work is the sum of window sizes.
+    """
     order = np.argsort(-count, kind="stable")
-    return order, np.sort(count)
-
-
-def _active(order: np.ndarray, sorted_counts: np.ndarray, k: int) -> np.ndarray:
-    """Queries whose window holds at least k entries (a prefix of `order`)."""
-    n_active = len(sorted_counts) - np.searchsorted(sorted_counts, k, side="left")
-    return order[:n_active]
+    max_k = int(count.max()) if len(count) else 0
+    depth = len(count) - np.searchsorted(np.sort(count), np.arange(max_k + 1), side="left")
+    return order, depth
 
 
 @dataclasses.dataclass
 class _Timeline:
-    prev_ms: np.ndarray   # latest attempt strictly before t (-1 if none)
+    prev_ms: np.ndarray  # latest attempt strictly before t (-1 if none)
     first_ms: np.ndarray  # first attempt strictly before t (-1 if none)
 
 
-def _timeline(ref_codes: np.ndarray, ref_ts: np.ndarray, comp: np.ndarray, span: int,
-              base: int, q_codes: np.ndarray, q_ts: np.ndarray, q_keys: np.ndarray,
-              state_first: pd.Series | None, state_last: pd.Series | None) -> _Timeline:
-    """prev/first attempt strictly before each query, from `ref` plus carried state."""
-    n = len(q_codes)
+def _search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """np.searchsorted(..., side='left') with needles sorted first: far fewer cache misses."""
+    order = np.argsort(needles, kind="stable")
+    found = np.empty(len(needles), dtype=np.int64)
+    found[order] = np.searchsorted(haystack, needles[order], side="left")
+    return found
+
+
+def _lookup(table: np.ndarray | None, codes: np.ndarray) -> np.ndarray:
+    """table[codes] with -1 for codes outside the table or invalid (-1)."""
+    if table is None or not len(table):
+        return np.full(len(codes), -1, dtype=np.int64)
+    inside = (codes >= 0) & (codes < len(table))
+    found = table[np.where(inside, codes, 0)]
+    return np.where(inside & (found != NEVER), found, -1)
+
+
+def _timeline(
+    comp: np.ndarray,
+    ref_ts: np.ndarray,
+    span: int,
+    base: int,
+    q_codes: np.ndarray,
+    q_ts: np.ndarray,
+    state: OfflineState,
+    view_name: str,
+) -> _Timeline:
+    """prev/first attempt strictly before each query, from `ref` plus carried state.
+
+    `comp` is the sorted composite (code * span + ts - base) of the reference attempts;
+    anything older than the reference comes from the carried first/last arrays.
+    """
+    valid = q_codes >= 0
     q_comp = q_codes * span + (q_ts - base)
-    hi = np.searchsorted(comp, q_comp, side="left")
-    start = np.searchsorted(comp, q_codes * span, side="left")
-    has_prev = hi > start
-    prev = np.where(has_prev, ref_ts[np.maximum(hi - 1, 0)], -1)
-    first = np.where(has_prev, ref_ts[np.minimum(start, len(ref_ts) - 1)], -1)
-    if state_last is not None and len(state_last):
-        carried_last = pd.Series(q_keys).map(state_last).to_numpy(dtype="float64", na_value=-1)
-        carried_first = pd.Series(q_keys).map(state_first).to_numpy(dtype="float64", na_value=-1)
-        carried_last = carried_last.astype(np.int64)
-        carried_first = carried_first.astype(np.int64)
-        prev = np.where(has_prev, prev, carried_last)
-        first = np.where(carried_first >= 0,
-                         np.where(has_prev, np.minimum(first, carried_first), carried_first),
-                         first)
-    return _Timeline(prev.astype(np.int64), np.asarray(first, dtype=np.int64)[:n])
+    hi = _search(comp, q_comp)
+    start = _search(comp, q_codes * span)
+    has_prev = valid & (hi > start)
+    safe = max(len(ref_ts) - 1, 0)
+    prev = np.where(has_prev, ref_ts[np.clip(hi - 1, 0, safe)] if len(ref_ts) else -1, -1)
+    first = np.where(has_prev, ref_ts[np.clip(start, 0, safe)] if len(ref_ts) else -1, -1)
+    carried_first = _lookup(state.first_ms.get(view_name), q_codes)
+    carried_last = _lookup(state.last_ms.get(view_name), q_codes)
+    prev = np.where(has_prev, prev, carried_last)
+    first = np.where(
+        carried_first >= 0,
+        np.where(has_prev, np.minimum(first, carried_first), carried_first),
+        first,
+    )
+    return _Timeline(prev.astype(np.int64), first.astype(np.int64))
 
 
-def _apply_ttl(out: dict[str, np.ndarray], view: ActivityView | BucketedView,
-               valid: np.ndarray, tl: _Timeline, t: np.ndarray) -> None:
+def _apply_ttl(
+    out: dict[str, np.ndarray],
+    view: ActivityView | BucketedView,
+    valid: np.ndarray,
+    tl: _Timeline,
+    t: np.ndarray,
+) -> None:
     """Defaults where the entity is unknown or its history is older than the TTL."""
     missing = ~valid | (tl.prev_ms < 0)
     stale = ~missing & ((t - tl.prev_ms) > ms(view.ttl))
@@ -169,48 +234,66 @@ def _since(agg: Aggregation, tl: _Timeline, t: np.ndarray) -> np.ndarray:
     return np.where(ref >= 0, (t - ref) / 1000.0, agg.default)
 
 
+def _composite(ts: np.ndarray, extra: np.ndarray | None = None) -> tuple[int, int]:
+    """(base, span) so that code * span + (ts - base) sorts by (code, ts) without overlap."""
+    lo = int(ts.min()) if len(ts) else 0
+    hi = int(ts.max()) if len(ts) else 0
+    if extra is not None and len(extra):
+        lo, hi = min(lo, int(extra.min())), max(hi, int(extra.max()))
+    base = lo - 1
+    return base, hi - base + 1
+
+
 # ---------------------------------------------------------------------------------------
 # activity views: exact sliding windows
 # ---------------------------------------------------------------------------------------
 
-def _slim(frame: pd.DataFrame, view: ActivityView) -> pd.DataFrame:
-    keys = entity_keys(frame, view.entity)
-    slim = pd.DataFrame({"key": keys, "ts": frame["event_ms"].to_numpy(),
-                         "txid": frame["transaction_id"].to_numpy(),
-                         "cents": frame["amount_cents"].to_numpy()})
+
+def _activity(
+    view: ActivityView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
+) -> dict[str, np.ndarray]:
+    """Features of `view` for every row of `part` (time-ordered); updates the history."""
+    t = part["event_ms"].to_numpy(dtype=np.int64)
+    cents = part["amount_cents"].to_numpy(dtype=np.int64)
+    q_codes = codes[view.entity.key]
+    valid = q_codes >= 0
+    fresh = {"code": q_codes[valid], "ts": t[valid], "cents": cents[valid]}
     for c in view.columns:
-        slim[c] = frame[c].astype(object).where(frame[c].notna(), "").to_numpy()
-    return slim[pd.notna(keys)]
-
-
-def _activity(view: ActivityView, part: pd.DataFrame, state: OfflineState
-              ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Features of `view` for every row of `part`; returns them and the new history."""
-    t = part["event_ms"].to_numpy()
-    q_keys = entity_keys(part, view.entity)
-    valid = pd.notna(q_keys)
+        fresh[c] = codes[c][valid]
     carry = state.history.get(view.name)
-    ref = _slim(part, view)
-    if carry is not None and len(carry):
-        ref = pd.concat([carry, ref], ignore_index=True)
-    ref = ref.sort_values(["key", "ts", "txid"], kind="stable", ignore_index=True)
-    ref_keys = ref["key"].to_numpy()
-    ref_ts = ref["ts"].to_numpy(dtype=np.int64)
-    q_keys_filled = np.where(valid, q_keys, "\x00none")
-    ref_codes, q_codes = _factorize(ref_keys, q_keys_filled)
+    if carry is None:
+        ref, history = fresh, fresh
+    else:
+        # only the history of entities present in this partition matters to it
+        present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
+        present[fresh["code"]] = True
+        relevant = present[carry["code"]]
+        ref = {k: np.concatenate([carry[k][relevant], fresh[k]]) for k in fresh}
+        history = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
+    # history is time-ordered (carry older than every fresh row, fresh sorted by time and
+    # transaction): a stable sort by code alone yields (code, time, transaction) order.
+    order = np.argsort(ref["code"], kind="stable")
+    ref = {k: v[order] for k, v in ref.items()}
     horizon = ms(view.horizon)
-    base = int(min(ref_ts.min() if len(ref_ts) else t.min(), t.min())) - horizon - 1
-    span = int(max(ref_ts.max() if len(ref_ts) else 0, t.max()) - base + 1)
-    comp = ref_codes * span + (ref_ts - base)
-    q_comp = q_codes * span + (t - base)
-    hi = np.searchsorted(comp, q_comp, side="left")
-    cum_cents = np.concatenate([[0], np.cumsum(ref["cents"].to_numpy(dtype=np.int64))])
-    log_amount = np.log(ref["cents"].to_numpy(dtype=np.float64))
+    base, span = _composite(ref["ts"], t - horizon)
+    comp = ref["code"] * span + (ref["ts"] - base)
+    q_comp = np.where(valid, q_codes * span + (t - base), -1)
+    # searching with sorted needles lets numpy narrow each search from the previous one
+    q_order = np.argsort(q_comp, kind="stable")
+    sorted_q = q_comp[q_order]
+
+    def search(offset: int) -> np.ndarray:
+        found = np.empty(len(q_comp), dtype=np.int64)
+        found[q_order] = np.searchsorted(comp, sorted_q - offset, side="left")
+        return np.where(valid, found, 0)
+
+    hi = search(0)
+    cum_cents = np.concatenate([[0], np.cumsum(ref["cents"])])
     out: dict[str, np.ndarray] = {}
     lag_windows: dict[int, list[Aggregation]] = {}
     for a in view.features:
         if a.kind in ("count", "sum_usd"):
-            lo = np.searchsorted(comp, q_comp - ms(a.window), side="left")
+            lo = search(ms(a.window))
             if a.kind == "count":
                 out[a.name] = (hi - lo).astype(np.int64)
             else:
@@ -218,55 +301,54 @@ def _activity(view: ActivityView, part: pd.DataFrame, state: OfflineState
         elif a.kind in ("distinct", "match_count", "zscore_log_amount"):
             lag_windows.setdefault(ms(a.window), []).append(a)
     for window, aggs in lag_windows.items():
-        lo = np.searchsorted(comp, q_comp - window, side="left")
-        out.update(_lag_aggregations(aggs, ref, ref_codes, lo, hi, part, log_amount))
-    tl = _timeline(ref_codes, ref_ts, comp, span, base, q_codes, t, q_keys_filled,
-                   state.first_ms.get(view.name), state.last_ms.get(view.name))
+        lo = search(window)
+        out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
+    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    keep_from = int(t.max()) - horizon
-    new_history = ref[ref_ts >= keep_from].reset_index(drop=True)
-    return out, new_history
+    first_kept = int(np.searchsorted(history["ts"], int(t.max()) - horizon, side="left"))
+    state.history[view.name] = {k: v[first_kept:] for k, v in history.items()}
+    return out
 
 
-def _lag_aggregations(aggs: list[Aggregation], ref: pd.DataFrame, ref_codes: np.ndarray,
-                      lo: np.ndarray, hi: np.ndarray, part: pd.DataFrame,
-                      log_amount: np.ndarray) -> dict[str, np.ndarray]:
+def _lag_aggregations(
+    aggs: list[Aggregation],
+    ref: dict[str, np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    codes: dict[str | None, np.ndarray],
+    cents: np.ndarray,
+) -> dict[str, np.ndarray]:
     """distinct / match_count / z-score over [lo, hi), newest entry first (as online)."""
     n = len(lo)
     count = hi - lo
-    order, sorted_counts = _lag_order(count)
-    max_k = int(count.max()) if n else 0
+    order, depth = _lag_order(count)
+    max_k = len(depth) - 1
     out: dict[str, np.ndarray] = {}
     next_same: dict[str, np.ndarray] = {}
-    match_codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for a in aggs:
         if a.kind == "distinct" and a.column not in next_same:
-            col_codes = _factorize(ref[a.column].to_numpy())[0]
-            idx = np.arange(len(ref), dtype=np.int64)
-            o = np.lexsort((idx, col_codes, ref_codes))
-            nxt = np.full(len(ref), np.iinfo(np.int64).max, dtype=np.int64)
-            same = (ref_codes[o[1:]] == ref_codes[o[:-1]]) & (col_codes[o[1:]] == col_codes[o[:-1]])
+            col = ref[a.column]
+            pair = ref["code"] * (int(col.max()) + 2 if len(col) else 1) + (col + 1)
+            o = np.argsort(pair, kind="stable")
+            nxt = np.full(len(pair), np.iinfo(np.int64).max, dtype=np.int64)
+            same = pair[o[1:]] == pair[o[:-1]]
             nxt[o[:-1][same]] = o[1:][same]
             next_same[a.column] = nxt
-        if a.kind == "match_count" and a.column not in match_codes:
-            q_vals = part[a.column].astype(object).where(part[a.column].notna(), "").to_numpy()
-            r_codes, q_codes = _factorize(ref[a.column].to_numpy(), q_vals)
-            match_codes[a.column] = (r_codes, q_codes)
     acc = {a.name: np.zeros(n, dtype=np.int64) for a in aggs if a.kind != "zscore_log_amount"}
     zs = [a for a in aggs if a.kind == "zscore_log_amount"]
+    log_amount = np.log(ref["cents"].astype(np.float64)) if zs else None
     total = np.zeros(n, dtype=np.float64)
     for k in range(1, max_k + 1):
-        rows = _active(order, sorted_counts, k)
+        rows = order[: depth[k]]
         j = hi[rows] - k
         for a in aggs:
             if a.kind == "distinct":
                 acc[a.name][rows] += next_same[a.column][j] >= hi[rows]
             elif a.kind == "match_count":
-                r_codes, q_codes = match_codes[a.column]
-                acc[a.name][rows] += r_codes[j] == q_codes[rows]
+                acc[a.name][rows] += ref[a.column][j] == codes[a.column][rows]
         if zs:
             total[rows] += log_amount[j]
     out.update(acc)
@@ -275,10 +357,10 @@ def _lag_aggregations(aggs: list[Aggregation], ref: pd.DataFrame, ref_codes: np.
             mean = total / count
         sq = np.zeros(n, dtype=np.float64)
         for k in range(1, max_k + 1):
-            rows = _active(order, sorted_counts, k)
+            rows = order[: depth[k]]
             d = log_amount[hi[rows] - k] - mean[rows]
             sq[rows] += d * d
-        q_log = np.log(part["amount_cents"].to_numpy(dtype=np.float64))
+        q_log = np.log(cents.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.sqrt(sq / (count - 1))
             z = (q_log - mean) / std
@@ -289,109 +371,124 @@ def _lag_aggregations(aggs: list[Aggregation], ref: pd.DataFrame, ref_codes: np.
 
 
 # ---------------------------------------------------------------------------------------
-# bucketed views
+# bucketed views and label statistics: integer-keyed bucket tables
 # ---------------------------------------------------------------------------------------
 
-def _bucket_table(keys: np.ndarray, ts: np.ndarray, cents: np.ndarray, bucket_ms: int
-                  ) -> pd.DataFrame:
-    frame = pd.DataFrame({"key": keys, "bucket": ts - ts % bucket_ms, "count": 1,
-                          "cents": cents})
-    frame = frame[pd.notna(keys)]
-    return frame.groupby(["key", "bucket"], sort=False, as_index=False).sum()
 
-
-def _window_sums(table: pd.DataFrame, q_keys: np.ndarray, q_lo: np.ndarray, q_hi: np.ndarray,
-                 value_columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Sum of each value column over table rows with key == q_key and q_lo <= bucket < q_hi."""
-    if table.empty:
-        return {c: np.zeros(len(q_keys), dtype=np.int64) for c in value_columns}
-    table = table.sort_values(["key", "bucket"], ignore_index=True)
-    r_codes, q_codes = _factorize(table["key"].to_numpy(), q_keys)
-    b = table["bucket"].to_numpy(dtype=np.int64)
-    base = int(min(b.min(), q_lo.min())) - 1
-    span = int(max(b.max(), q_hi.max()) - base + 1)
-    comp = r_codes * span + (b - base)
-    lo = np.searchsorted(comp, q_codes * span + (q_lo - base), side="left")
-    hi = np.searchsorted(comp, q_codes * span + (q_hi - base), side="left")
-    out = {}
-    for c in value_columns:
-        cum = np.concatenate([[0], np.cumsum(table[c].to_numpy(dtype=np.int64))])
-        out[c] = cum[hi] - cum[lo]
+def _aggregate(keys: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sum `values` per distinct composite key; result sorted by key."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    out = {"key": uniq}
+    for name, v in values.items():
+        out[name] = np.bincount(inverse, weights=v, minlength=len(uniq)).astype(np.int64)
     return out
 
 
-def _bucketed(view: BucketedView, part: pd.DataFrame, state: OfflineState
-              ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    t = part["event_ms"].to_numpy()
-    q_keys = entity_keys(part, view.entity)
-    valid = pd.notna(q_keys)
-    q_keys_filled = np.where(valid, q_keys, "\x00none")
+def _merge_buckets(
+    carry: dict[str, np.ndarray] | None, fresh: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    if carry is None or not len(carry["key"]):
+        return _aggregate(fresh["key"], {k: v for k, v in fresh.items() if k != "key"})
+    joined = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
+    return _aggregate(joined["key"], {k: v for k, v in joined.items() if k != "key"})
+
+
+def _window_sums(
+    table: dict[str, np.ndarray],
+    q_codes: np.ndarray,
+    lo_bucket: np.ndarray,
+    hi_bucket: np.ndarray,
+    columns: tuple[str, ...],
+) -> dict[str, np.ndarray]:
+    """Per query: sum of columns over buckets lo_bucket <= b < hi_bucket of its code."""
+    valid = q_codes >= 0
+    base = np.where(valid, q_codes, 0) << BUCKET_BITS
+    lo = _search(table["key"], base + lo_bucket)
+    hi = _search(table["key"], base + hi_bucket)
+    out = {}
+    for c in columns:
+        cum = np.concatenate([[0], np.cumsum(table[c])])
+        out[c] = np.where(valid, cum[hi] - cum[lo], 0)
+    return out
+
+
+def _bucketed(
+    view: BucketedView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
+) -> dict[str, np.ndarray]:
+    t = part["event_ms"].to_numpy(dtype=np.int64)
+    q_codes = codes[view.entity.key]
+    valid = q_codes >= 0
     bucket_ms = ms(view.bucket)
-    fresh = _bucket_table(q_keys, t, part["amount_cents"].to_numpy(), bucket_ms)
-    carry = state.buckets.get(view.name)
-    table = fresh if carry is None else pd.concat([carry, fresh], ignore_index=True)
-    table = table.groupby(["key", "bucket"], sort=False, as_index=False).sum()
-    current = t - t % bucket_ms
+    bucket = t // bucket_ms
+    fresh = {
+        "key": (q_codes[valid] << BUCKET_BITS) + bucket[valid],
+        "count": np.ones(int(valid.sum()), dtype=np.int64),
+        "cents": part["amount_cents"].to_numpy(dtype=np.int64)[valid],
+    }
+    table = _merge_buckets(state.buckets.get(view.name), fresh)
     out: dict[str, np.ndarray] = {}
     for a in view.features:
         if a.window is None:
             continue
-        sums = _window_sums(table, q_keys_filled, current - ms(a.window), current,
-                            ("count", "cents"))
+        sums = _window_sums(
+            table, q_codes, bucket - ms(a.window) // bucket_ms, bucket, ("count", "cents")
+        )
         if a.kind == "count":
-            out[a.name] = sums["count"].astype(np.int64)
+            out[a.name] = sums["count"]
         elif a.kind == "sum_usd":
             out[a.name] = sums["cents"] / 100.0
         elif a.kind == "mean_usd":
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = (sums["cents"] / sums["count"]) / 100.0
             out[a.name] = np.where(sums["count"] > 0, mean, a.default)
-    # the timeline needs exact times: the partition's own attempts plus carried first/last
-    keys_sorted = pd.DataFrame({"key": q_keys_filled, "ts": t})[valid].sort_values(
-        ["key", "ts"], kind="stable")
-    r_keys = keys_sorted["key"].to_numpy()
-    r_ts = keys_sorted["ts"].to_numpy(dtype=np.int64)
-    r_codes, q_codes = _factorize(r_keys, q_keys_filled)
-    base = int(t.min()) - 1
-    span = int(t.max() - base + 1)
+    # exact previous/first times: this partition's own attempts plus carried first/last
+    order = np.argsort(np.where(valid, q_codes, -1), kind="stable")
+    r_codes, r_ts = q_codes[order], t[order]
+    keep_ref = r_codes >= 0
+    r_codes, r_ts = r_codes[keep_ref], r_ts[keep_ref]
+    base, span = _composite(t)
     comp = r_codes * span + (r_ts - base)
-    tl = _timeline(r_codes, r_ts, comp, span, base, q_codes, t, q_keys_filled,
-                   state.first_ms.get(view.name), state.last_ms.get(view.name))
+    tl = _timeline(comp, r_ts, span, base, q_codes, t, state, view.name)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    keep_from = int(t.max()) - ms(view.horizon) - bucket_ms
-    return out, table[table["bucket"] >= keep_from].reset_index(drop=True)
+    oldest = int(bucket.max()) - ms(view.horizon) // bucket_ms - 1
+    keep = (table["key"] & ((1 << BUCKET_BITS) - 1)) >= oldest
+    state.buckets[view.name] = {k: v[keep] for k, v in table.items()}
+    return out
 
 
-# ---------------------------------------------------------------------------------------
-# label statistics
-# ---------------------------------------------------------------------------------------
-
-def _label_stats(part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineState
-                 ) -> tuple[dict[str, np.ndarray], dict[str, pd.DataFrame]]:
-    t = part["event_ms"].to_numpy()
-    day = t - t % DAY_MS
-    window = max(ms(v.window) for v in LABEL_RATES)
+def _label_stats(
+    part: pd.DataFrame,
+    codes: dict[str | None, np.ndarray],
+    new_labels: pd.DataFrame,
+    state: OfflineState,
+) -> dict[str, np.ndarray]:
+    t = part["event_ms"].to_numpy(dtype=np.int64)
+    day = t // DAY_MS
+    window_days = max(ms(v.window) for v in LABEL_RATES) // DAY_MS
+    label_day = new_labels["label_ms"].to_numpy(dtype=np.int64) // DAY_MS
     counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    new_state: dict[str, pd.DataFrame] = {}
     for e in LABEL_ENTITIES:
-        keys = entity_keys(part, e)
-        attempts = pd.DataFrame({"key": keys, "bucket": day, "n": 1, "f": 0})
-        lab_keys = (np.full(len(new_labels), GLOBAL_KEY, dtype=object) if e.key is None
-                    else new_labels[e.key].astype(object).to_numpy())
-        lab_ms = new_labels["label_ms"].to_numpy(dtype=np.int64)
-        labels = pd.DataFrame({"key": lab_keys, "bucket": lab_ms - lab_ms % DAY_MS, "n": 0,
-                               "f": 1})
-        pieces = [p for p in (state.label_buckets.get(e.name), attempts, labels)
-                  if p is not None and len(p)]
-        table = pd.concat(pieces, ignore_index=True).groupby(
-            ["key", "bucket"], sort=False, as_index=False).sum()
-        sums = _window_sums(table, keys, day - window, day, ("n", "f"))
+        q_codes = codes[e.key]
+        lab_codes = (
+            np.zeros(len(new_labels), dtype=np.int64)
+            if e.key is None
+            else state.encode(e.key, new_labels[e.key].to_numpy())
+        )
+        fresh = {
+            "key": np.concatenate(
+                [(q_codes << BUCKET_BITS) + day, (lab_codes << BUCKET_BITS) + label_day]
+            ),
+            "n": np.concatenate([np.ones(len(t), np.int64), np.zeros(len(label_day), np.int64)]),
+            "f": np.concatenate([np.zeros(len(t), np.int64), np.ones(len(label_day), np.int64)]),
+        }
+        table = _merge_buckets(state.label_buckets.get(e.name), fresh)
+        sums = _window_sums(table, q_codes, day - window_days, day, ("n", "f"))
         counts[e.name] = (sums["n"], sums["f"])
-        new_state[e.name] = table[table["bucket"] >= int(day.max()) - window].reset_index(
-            drop=True)
+        keep = (table["key"] & ((1 << BUCKET_BITS) - 1)) >= int(day.max()) - window_days - 1
+        state.label_buckets[e.name] = {k: v[keep] for k, v in table.items()}
     out: dict[str, np.ndarray] = {}
     for view in LABEL_RATES:
         parent = None
@@ -405,20 +502,34 @@ def _label_stats(part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineSta
             out[f"{e.name}_attempts_90d"] = n.astype(np.int64)
             out[f"{e.name}_fraud_labels_90d"] = f.astype(np.int64)
             parent = rate
-    return out, new_state
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # request-time features and the whole vector
 # ---------------------------------------------------------------------------------------
 
-def request_columns(part: pd.DataFrame, merchant_seen_seconds: np.ndarray
-                    ) -> dict[str, np.ndarray]:
+
+def request_columns(part: pd.DataFrame, merchant_seen_seconds: np.ndarray) -> dict[str, np.ndarray]:
     """The inputs `request_features` needs, from contract-form attempts."""
-    cols = {c: part[c].astype(object).to_numpy() for c in
-            ("card_country", "merchant_country", "ip_country", "billing_country",
-             "shipping_country", "merchant_id", "merchant_category", "card_bin", "card_network",
-             "channel", "email_domain", "currency", "region")}
+    cols = {
+        c: part[c].astype(object).to_numpy()
+        for c in (
+            "card_country",
+            "merchant_country",
+            "ip_country",
+            "billing_country",
+            "shipping_country",
+            "merchant_id",
+            "merchant_category",
+            "card_bin",
+            "card_network",
+            "channel",
+            "email_domain",
+            "currency",
+            "region",
+        )
+    }
     cols["event_ms"] = part["event_ms"].to_numpy()
     cols["amount_usd"] = part["amount_usd"].to_numpy()
     created = part["merchant_created_at"]
@@ -428,8 +539,18 @@ def request_columns(part: pd.DataFrame, merchant_seen_seconds: np.ndarray
     return cols
 
 
-def compute_partition(part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineState
-                      ) -> pd.DataFrame:
+ENCODED_COLUMNS = tuple(
+    dict.fromkeys(
+        [v.entity.key for v in TIMELINE_VIEWS if v.entity.key]
+        + [c for v in ACTIVITY_VIEWS for c in v.columns]
+        + [e.key for e in LABEL_ENTITIES if e.key]
+    )
+)
+
+
+def compute_partition(
+    part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineState
+) -> pd.DataFrame:
     """Feature vectors for one time-ordered partition; advances `state` in place.
 
     `part` is contract-form attempts (any order); `new_labels` are the fraud labels (from
@@ -438,49 +559,57 @@ def compute_partition(part: pd.DataFrame, new_labels: pd.DataFrame, state: Offli
     """
     if part.empty:
         return pd.DataFrame(columns=["transaction_id", "event_time", *FEATURE_NAMES])
-    part = prepare(part).sort_values(["event_ms", "transaction_id"], kind="stable",
-                                     ignore_index=True)
+    part = prepare(part).sort_values(
+        ["event_ms", "transaction_id"], kind="stable", ignore_index=True
+    )
     t_min = int(part["event_ms"].iloc[0])
     if state.max_event_ms is not None and t_min < state.max_event_ms:
-        raise ValueError("partitions must be given in time order without overlap "
-                         f"(partition starts at {t_min} ms, earlier ones reached "
-                         f"{state.max_event_ms} ms)")
+        raise ValueError(
+            "partitions must be given in time order without overlap "
+            f"(partition starts at {t_min} ms, earlier ones reached "
+            f"{state.max_event_ms} ms)"
+        )
+    codes: dict[str | None, np.ndarray] = {
+        c: state.encode(c, part[c].to_numpy()) for c in ENCODED_COLUMNS
+    }
+    codes[None] = np.zeros(len(part), dtype=np.int64)
     features: dict[str, np.ndarray] = {}
     for view in ACTIVITY_VIEWS:
-        out, state.history[view.name] = _activity(view, part, state)
-        features.update(out)
-    for view in BUCKETED_VIEWS:
-        out, state.buckets[view.name] = _bucketed(view, part, state)
-        features.update(out)
-    out, state.label_buckets = _label_stats(part, new_labels, state)
-    features.update(out)
+        features.update(_activity(view, part, codes, state))
+    for bview in BUCKETED_VIEWS:
+        features.update(_bucketed(bview, part, codes, state))
+    features.update(_label_stats(part, codes, new_labels, state))
     features.update(request_features(request_columns(part, features["merchant_seen_seconds"])))
-    _advance_timelines(part, state)
+    _advance_timelines(part, codes, state)
     state.max_event_ms = int(part["event_ms"].iloc[-1])
-    frame = pd.DataFrame({"transaction_id": part["transaction_id"].to_numpy(),
-                          "event_time": part["event_time"].to_numpy()})
+    frame = pd.DataFrame(
+        {"transaction_id": part["transaction_id"], "event_time": part["event_time"]}
+    )
     vector = pd.DataFrame({name: features[name] for name in FEATURE_NAMES})
     return pd.concat([frame, vector], axis=1)
 
 
-def _advance_timelines(part: pd.DataFrame, state: OfflineState) -> None:
+def _advance_timelines(
+    part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
+) -> None:
+    t = part["event_ms"].to_numpy(dtype=np.int64)
     for view in TIMELINE_VIEWS:
-        keys = entity_keys(part, view.entity)
-        frame = pd.DataFrame({"key": keys, "ts": part["event_ms"].to_numpy()})
-        frame = frame[pd.notna(keys)]
-        agg = frame.groupby("key")["ts"].agg(["min", "max"])
-        old_first = state.first_ms.get(view.name)
-        if old_first is None:
-            state.first_ms[view.name] = agg["min"]
-            state.last_ms[view.name] = agg["max"]
-        else:
-            state.first_ms[view.name] = pd.concat([old_first, agg["min"]]).groupby(level=0).min()
-            state.last_ms[view.name] = pd.concat(
-                [state.last_ms[view.name], agg["max"]]).groupby(level=0).max()
+        q = codes[view.entity.key]
+        valid = q >= 0
+        size = len(state.codes[view.entity.key])
+        first = state.first_ms.get(view.name, np.empty(0, dtype=np.int64))
+        last = state.last_ms.get(view.name, np.empty(0, dtype=np.int64))
+        if len(first) < size:
+            grow = size - len(first)
+            first = np.concatenate([first, np.full(grow, NEVER, dtype=np.int64)])
+            last = np.concatenate([last, np.full(grow, -1, dtype=np.int64)])
+        np.minimum.at(first, q[valid], t[valid])
+        np.maximum.at(last, q[valid], t[valid])
+        state.first_ms[view.name] = first
+        state.last_ms[view.name] = last
 
 
-def compute_features(attempts: pd.DataFrame, labels: pd.DataFrame | None = None
-                     ) -> pd.DataFrame:
+def compute_features(attempts: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """Point-in-time feature vectors for an in-memory table (split by UTC day internally).
 
     Rows come back in (event_time, transaction_id) order.
@@ -489,9 +618,10 @@ def compute_features(attempts: pd.DataFrame, labels: pd.DataFrame | None = None
     lab = fraud_labels(labels if labels is not None else _empty_labels(), keys)
     attempts = attempts.sort_values(["event_time", "transaction_id"], kind="stable")
     day = attempts["event_time"].dt.floor("D")
-    return pd.concat(list(_stream(
-        (g.reset_index(drop=True) for _, g in attempts.groupby(day, sort=True)), lab)),
-        ignore_index=True)
+    return pd.concat(
+        list(_stream((g.reset_index(drop=True) for _, g in attempts.groupby(day, sort=True)), lab)),
+        ignore_index=True,
+    )
 
 
 def _stream(parts: Iterator[pd.DataFrame], lab: pd.DataFrame) -> Iterator[pd.DataFrame]:
@@ -508,13 +638,16 @@ def _stream(parts: Iterator[pd.DataFrame], lab: pd.DataFrame) -> Iterator[pd.Dat
 
 
 def _empty_labels() -> pd.DataFrame:
-    return pd.DataFrame({"transaction_id": pd.Series([], dtype=object),
-                         "label_time": pd.Series([], dtype="datetime64[ms, UTC]"),
-                         "kind": pd.Series([], dtype=object)})
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series([], dtype=object),
+            "label_time": pd.Series([], dtype="datetime64[ms, UTC]"),
+            "kind": pd.Series([], dtype=object),
+        }
+    )
 
 
-def iter_features(events: str | Path, labels: str | Path | None = None
-                  ) -> Iterator[pd.DataFrame]:
+def iter_features(events: str | Path, labels: str | Path | None = None) -> Iterator[pd.DataFrame]:
     """Feature vectors for a Parquet table, one time-ordered partition at a time.
 
     Memory is bounded by one partition plus the carried state, so this runs over tables

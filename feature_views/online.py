@@ -179,8 +179,9 @@ class OnlineFeatureStore:
                 if eid is None:
                     steps.append(("none", view))
                     continue
-                pipe.zrangebyscore(self._k("a", view.name, eid), t - ms(view.horizon),
-                                   f"({t}", withscores=True)
+                pipe.zrangebyscore(
+                    self._k("a", view.name, eid), t - ms(view.horizon), f"({t}", withscores=True
+                )
                 pipe.hmget(self._k("m", view.name, eid), "f", "l", "p")
                 steps.append(("activity", view))
             for bview in BUCKETED_VIEWS:
@@ -204,8 +205,12 @@ class OnlineFeatureStore:
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]
 
-    def _evaluate(self, attempts: Sequence[Mapping[str, Any]], plan: list[list[tuple[str, Any]]],
-                  replies: list[Any]) -> list[OnlineVector]:
+    def _evaluate(
+        self,
+        attempts: Sequence[Mapping[str, Any]],
+        plan: list[list[tuple[str, Any]]],
+        replies: list[Any],
+    ) -> list[OnlineVector]:
         pos = 0
         vectors: list[OnlineVector] = []
         merchant_seen = np.empty(len(attempts))
@@ -254,11 +259,18 @@ class OnlineFeatureStore:
             eid = self._entity_id(attempt, view.entity)
             if eid is None:
                 continue
-            member = SEP.join([txid, str(cents), *[_key(attempt.get(c)) or ""
-                                                   for c in view.columns]])
+            member = SEP.join(
+                [txid, str(cents), *[_key(attempt.get(c)) or "" for c in view.columns]]
+            )
             ttl_s = int(view.ttl.total_seconds())
-            argv += ["z", key_index(self._k("a", view.name, eid)), t, member,
-                     t - ms(view.horizon), ttl_s]
+            argv += [
+                "z",
+                key_index(self._k("a", view.name, eid)),
+                t,
+                member,
+                t - ms(view.horizon),
+                ttl_s,
+            ]
             argv += ["m", key_index(self._k("m", view.name, eid)), t, ttl_s]
         for bview in BUCKETED_VIEWS:
             eid = self._entity_id(attempt, bview.entity)
@@ -273,8 +285,15 @@ class OnlineFeatureStore:
             argv += ["m", key_index(self._k("m", bview.name, eid)), t, ttl_s]
         for entity in LABEL_ENTITIES:
             eid = self._entity_id(attempt, entity) or ""
-            argv += ["h", key_index(self._k("l", entity.name, eid)), "n", t // DAY_MS, 1,
-                     LABEL_WINDOW_MS // DAY_MS + 1, LABEL_WINDOW_MS // 1000 + 2 * 86_400]
+            argv += [
+                "h",
+                key_index(self._k("l", entity.name, eid)),
+                "n",
+                t // DAY_MS,
+                1,
+                LABEL_WINDOW_MS // DAY_MS + 1,
+                LABEL_WINDOW_MS // 1000 + 2 * 86_400,
+            ]
         return keys, argv
 
     def write(self, attempt: Mapping[str, Any]) -> bool:
@@ -285,20 +304,29 @@ class OnlineFeatureStore:
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"online store write failed: {exc}") from exc
 
-    def label_ops(self, transaction_id: str, label_ms: int,
-                  attempt_keys: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    def label_ops(
+        self, transaction_id: str, label_ms: int, attempt_keys: Mapping[str, Any]
+    ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV recording one fraud label against the attempt's label entities."""
         keys = [f"{self.ns}:g:lf:{transaction_id}"]
         argv: list[Any] = [LABEL_GUARD_TTL_S]
         for entity in LABEL_ENTITIES:
             eid = self._entity_id(attempt_keys, entity) or ""
             keys.append(self._k("l", entity.name, eid))
-            argv += ["h", len(keys), "f", label_ms // DAY_MS, 1, LABEL_WINDOW_MS // DAY_MS + 1,
-                     LABEL_WINDOW_MS // 1000 + 2 * 86_400]
+            argv += [
+                "h",
+                len(keys),
+                "f",
+                label_ms // DAY_MS,
+                1,
+                LABEL_WINDOW_MS // DAY_MS + 1,
+                LABEL_WINDOW_MS // 1000 + 2 * 86_400,
+            ]
         return keys, argv
 
-    def apply_fraud_label(self, transaction_id: str, label_ms: int,
-                          attempt_keys: Mapping[str, Any]) -> bool:
+    def apply_fraud_label(
+        self, transaction_id: str, label_ms: int, attempt_keys: Mapping[str, Any]
+    ) -> bool:
         """Count a late fraud label (once per transaction) toward the label statistics.
 
         `attempt_keys` holds the labelled attempt's merchant_id, merchant_category and
@@ -328,6 +356,7 @@ class OnlineFeatureStore:
 # evaluation: the same arithmetic as offline.py, on one entity's history
 # ---------------------------------------------------------------------------------------
 
+
 def _timeline(meta: list[Any], t: int) -> tuple[int | None, int | None]:
     """(latest attempt strictly before t, first attempt strictly before t)."""
     first, last, prev = (int(v) if v is not None else None for v in meta)
@@ -350,8 +379,9 @@ def _blank(vec: OnlineVector, view: ActivityView | BucketedView, stale: bool) ->
     (vec.stale if stale else vec.missing).append(view.name)
 
 
-def _check_ttl(vec: OnlineVector, view: ActivityView | BucketedView, before: int | None,
-               t: int) -> bool:
+def _check_ttl(
+    vec: OnlineVector, view: ActivityView | BucketedView, before: int | None, t: int
+) -> bool:
     """Record the view's age; blank it and return False when missing or stale."""
     vec.ages_ms[view.name] = None if before is None else t - before
     if before is None:
@@ -365,8 +395,14 @@ def _check_ttl(vec: OnlineVector, view: ActivityView | BucketedView, before: int
     return True
 
 
-def _activity(vec: OnlineVector, view: ActivityView, attempt: Mapping[str, Any], t: int,
-              entries: list[tuple[bytes, float]], meta: list[Any]) -> None:
+def _activity(
+    vec: OnlineVector,
+    view: ActivityView,
+    attempt: Mapping[str, Any],
+    t: int,
+    entries: list[tuple[bytes, float]],
+    meta: list[Any],
+) -> None:
     before, first = _timeline(meta, t)
     if not _check_ttl(vec, view, before, t):
         return
@@ -400,8 +436,9 @@ def _activity(vec: OnlineVector, view: ActivityView, attempt: Mapping[str, Any],
             vec.values[a.name] = (t - first) / 1000.0 if first is not None else a.default
 
 
-def _zscore(log_cents: np.ndarray, window: range, attempt: Mapping[str, Any],
-            default: float) -> float:
+def _zscore(
+    log_cents: np.ndarray, window: range, attempt: Mapping[str, Any], default: float
+) -> float:
     n = len(window)
     if n < 2:
         return default
@@ -416,16 +453,18 @@ def _zscore(log_cents: np.ndarray, window: range, attempt: Mapping[str, Any],
     std = math.sqrt(sq / (n - 1))
     if not std > 0:
         return default
-    x = float(np.log(np.array([amount_cents(np.array([attempt["amount_usd"]]))[0]],
-                              dtype=np.float64))[0])
+    x = float(
+        np.log(np.array([amount_cents(np.array([attempt["amount_usd"]]))[0]], dtype=np.float64))[0]
+    )
     z = (x - mean) / std
     if not math.isfinite(z):
         return default
     return max(-Z_LIMIT, min(Z_LIMIT, z))
 
 
-def _bucketed(vec: OnlineVector, view: BucketedView, t: int, buckets: dict[bytes, bytes],
-              meta: list[Any]) -> None:
+def _bucketed(
+    vec: OnlineVector, view: BucketedView, t: int, buckets: dict[bytes, bytes], meta: list[Any]
+) -> None:
     before, first = _timeline(meta, t)
     if not _check_ttl(vec, view, before, t):
         return
@@ -488,17 +527,32 @@ def _label_rates(vec: OnlineVector, counts: dict[str, tuple[int, int]]) -> None:
             parent = rate
 
 
-def _request_columns(attempts: Sequence[Mapping[str, Any]], merchant_seen: np.ndarray
-                     ) -> dict[str, np.ndarray]:
-    names = ("card_country", "merchant_country", "ip_country", "billing_country",
-             "shipping_country", "merchant_id", "merchant_category", "card_bin", "card_network",
-             "channel", "email_domain", "currency", "region")
-    cols: dict[str, np.ndarray] = {n: np.array([a.get(n) for a in attempts], dtype=object)
-                                   for n in names}
+def _request_columns(
+    attempts: Sequence[Mapping[str, Any]], merchant_seen: np.ndarray
+) -> dict[str, np.ndarray]:
+    names = (
+        "card_country",
+        "merchant_country",
+        "ip_country",
+        "billing_country",
+        "shipping_country",
+        "merchant_id",
+        "merchant_category",
+        "card_bin",
+        "card_network",
+        "channel",
+        "email_domain",
+        "currency",
+        "region",
+    )
+    cols: dict[str, np.ndarray] = {
+        n: np.array([a.get(n) for a in attempts], dtype=object) for n in names
+    }
     cols["event_ms"] = np.array([_event_ms(a) for a in attempts], dtype=np.int64)
     cols["amount_usd"] = np.array([a["amount_usd"] for a in attempts], dtype=np.float64)
     created = [to_ms(a.get("merchant_created_at")) for a in attempts]
-    cols["merchant_created_ms"] = np.array([-1 if c is None else c for c in created],
-                                           dtype=np.int64)
+    cols["merchant_created_ms"] = np.array(
+        [-1 if c is None else c for c in created], dtype=np.int64
+    )
     cols["merchant_seen_seconds"] = merchant_seen
     return cols

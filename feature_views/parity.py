@@ -41,9 +41,11 @@ class ParityReport:
         return not any(self.mismatches.values())
 
     def render(self) -> str:
-        lines = [f"parity: {self.attempts:,} attempts replayed through Redis, "
-                 f"{self.labels_applied:,} fraud labels applied, {len(FEATURE_NAMES)} features "
-                 f"compared ({self.seconds:.1f} s)"]
+        lines = [
+            f"parity: {self.attempts:,} attempts replayed through Redis, "
+            f"{self.labels_applied:,} fraud labels applied, {len(FEATURE_NAMES)} features "
+            f"compared ({self.seconds:.1f} s)"
+        ]
         bad = {k: v for k, v in self.mismatches.items() if v}
         if not bad:
             lines.append("all features agree (ints/strings exactly, floats within 1e-9 rel)")
@@ -65,24 +67,27 @@ def values_equal(name: str, offline: Any, online: Any) -> bool:
     return math.isclose(float(offline), float(online), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
-def replay_and_compare(attempts: pd.DataFrame, labels: pd.DataFrame,
-                       store: OnlineFeatureStore, progress: bool = False) -> ParityReport:
+def replay_and_compare(
+    attempts: pd.DataFrame, labels: pd.DataFrame, store: OnlineFeatureStore, progress: bool = False
+) -> ParityReport:
     """Replay contract-form `attempts` through `store` (an empty namespace) and compare."""
     import time
 
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    attempts = attempts.sort_values(["event_time", "transaction_id"], kind="stable",
-                                    ignore_index=True)
+    attempts = attempts.sort_values(
+        ["event_time", "transaction_id"], kind="stable", ignore_index=True
+    )
     offline = compute_features(attempts, labels).set_index("transaction_id")
     keys = attempts[["transaction_id", *LABEL_KEY_COLUMNS]]
     lab = fraud_labels(labels, keys)
     lab_ms = lab["label_ms"].to_numpy(dtype=np.int64)
     lab_rows = lab.to_dict("records")
     records = prepare(attempts).to_dict("records")
-    report = ParityReport(attempts=len(records), labels_applied=0,
-                          mismatches={n: 0 for n in FEATURE_NAMES})
+    report = ParityReport(
+        attempts=len(records), labels_applied=0, mismatches={n: 0 for n in FEATURE_NAMES}
+    )
     next_label = 0
     for rec in tqdm(records, desc="replaying", unit="attempt", disable=not progress):
         t = int(rec["event_ms"])
@@ -97,14 +102,16 @@ def replay_and_compare(attempts: pd.DataFrame, labels: pd.DataFrame,
             if not values_equal(name, expected[name], online[name]):
                 report.mismatches[name] += 1
                 report.examples.setdefault(name, []).append(
-                    (rec["transaction_id"], expected[name], online[name]))
+                    (rec["transaction_id"], expected[name], online[name])
+                )
         store.write(rec)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def run_parity(events: str | Path, labels: str | Path | None, limit: int | None = None,
-               progress: bool = True) -> ParityReport:
+def run_parity(
+    events: str | Path, labels: str | Path | None, limit: int | None = None, progress: bool = True
+) -> ParityReport:
     """`checkout-risk parity`: replay a table (first `limit` attempts) in a scratch namespace."""
     from feature_views.tables import read_attempts, read_labels
 

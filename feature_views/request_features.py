@@ -21,9 +21,19 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 # Inputs the function needs besides the contract's string columns.
-CATEGORY_PASSTHROUGH = ("merchant_id", "merchant_category", "card_bin", "card_country",
-                        "card_network", "ip_country", "merchant_country", "channel",
-                        "email_domain", "currency", "region")
+CATEGORY_PASSTHROUGH = (
+    "merchant_id",
+    "merchant_category",
+    "card_bin",
+    "card_country",
+    "card_network",
+    "ip_country",
+    "merchant_country",
+    "channel",
+    "email_domain",
+    "currency",
+    "region",
+)
 
 
 @lru_cache(maxsize=65_536)
@@ -48,10 +58,13 @@ def _local_ms(event_ms: np.ndarray, billing: np.ndarray, ip: np.ndarray) -> np.n
     tz = np.where(tz == None, "UTC", tz).astype(str)  # noqa: E711
     tz_names, tz_code = np.unique(tz, return_inverse=True)
     hours = event_ms // HOUR_MS
-    pairs, inverse = np.unique(tz_code.reshape(-1).astype(np.int64) * (1 << 40) + hours,
-                               return_inverse=True)
-    offsets = np.array([_offset_ms(str(tz_names[p >> 40]), int(p & ((1 << 40) - 1)))
-                        for p in pairs], dtype=np.int64)
+    pairs, inverse = np.unique(
+        tz_code.reshape(-1).astype(np.int64) * (1 << 40) + hours, return_inverse=True
+    )
+    offsets = np.array(
+        [_offset_ms(str(tz_names[p >> 40]), int(p & ((1 << 40) - 1))) for p in pairs],
+        dtype=np.int64,
+    )
     return event_ms + offsets[inverse.reshape(-1)]
 
 
@@ -78,8 +91,11 @@ def request_features(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     local = _local_ms(event_ms, bill_c, ip_c)
     created = np.asarray(cols["merchant_created_ms"], dtype=np.int64)
     seen = np.asarray(cols["merchant_seen_seconds"], dtype=np.float64)
-    age_days = np.where(created >= 0, np.maximum(event_ms - created, 0) / DAY_MS,
-                        np.where(seen >= 0, seen / 86_400.0, -1.0))
+    age_days = np.where(
+        created >= 0,
+        np.maximum(event_ms - created, 0) / DAY_MS,
+        np.where(seen >= 0, seen / 86_400.0, -1.0),
+    )
     out: dict[str, np.ndarray] = {
         "amount_usd": amount,
         "log_amount_usd": np.log(amount),
@@ -90,8 +106,9 @@ def request_features(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "local_hour": (local // HOUR_MS) % 24,
         "local_weekday": (local // DAY_MS + 3) % 7,  # 1970-01-01 was a Thursday
         "merchant_age_days": age_days,
-        "card_merchant_countries": np.char.add(np.char.add(card_c.astype(str), ">"),
-                                               merch_c.astype(str)).astype(object),
+        "card_merchant_countries": np.char.add(
+            np.char.add(card_c.astype(str), ">"), merch_c.astype(str)
+        ).astype(object),
     }
     for name in CATEGORY_PASSTHROUGH:
         out[name] = np.asarray(cols[name], dtype=object)

@@ -49,11 +49,30 @@ def embedded_url(directory: Path | None = None) -> str:
             return url
         sock.unlink(missing_ok=True)
         subprocess.run(
-            [_redis_binary(), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-             "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"),
-             "--save", "", "--appendonly", "no", "--dir", str(directory),
-             "--logfile", str(directory / "redis.log")],
-            check=True, capture_output=True)
+            [
+                _redis_binary(),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(sock),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(directory / "redis.pid"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(directory / "redis.log"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if _ping(url):
@@ -77,8 +96,9 @@ def stop_embedded(directory: Path | None = None) -> bool:
 
 def _ping(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5,
-                                         socket_connect_timeout=0.5).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
+        )
     except (redis.exceptions.RedisError, OSError):
         return False
 
@@ -93,9 +113,13 @@ def connect(url: str | None = None, timeout_s: float = 0.05) -> redis.Redis:
 
     Raises StoreUnavailable when the server cannot be reached at all.
     """
-    client = redis.Redis.from_url(url or store_url(), socket_timeout=timeout_s,
-                                  socket_connect_timeout=max(timeout_s, 0.05),
-                                  retry_on_timeout=False, health_check_interval=0)
+    client = redis.Redis.from_url(
+        url or store_url(),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=max(timeout_s, 0.05),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
     try:
         client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:

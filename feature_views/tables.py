@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -31,31 +32,42 @@ def _exists(path: str | Path) -> Path:
     return p
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> pa.Table:
     if path.is_dir():
-        dataset = ds.dataset(path, format="parquet", partitioning="hive",
-                             exclude_invalid_files=True)
-        frame = dataset.to_table().to_pandas()
-        return frame.drop(columns=[c for c in ("date",) if c in frame.columns
-                                   and c not in ("event_time",)])
+        dataset = ds.dataset(
+            path, format="parquet", partitioning="hive", exclude_invalid_files=True
+        )
+        table = dataset.to_table()
+        if "date" in table.schema.names:  # the partition column, not a contract field
+            table = table.drop_columns(["date"])
+        return table
     try:
-        return pq.read_table(path).to_pandas()
+        return pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ContractError(f"{path} is not a readable Parquet table: {exc}") from exc
 
 
+def _read(path: Path) -> pd.DataFrame:
+    return _read_table(path).to_pandas()
+
+
 def read_attempts(path: str | Path) -> pd.DataFrame:
     """All attempts, normalised and sorted by (event_time, transaction_id)."""
-    frame = normalize_attempts(_read(_exists(path)))
-    return frame.sort_values(["event_time", "transaction_id"], kind="stable",
-                             ignore_index=True)
+    frame = normalize_attempts(_read_table(_exists(path)))
+    return frame.sort_values(["event_time", "transaction_id"], kind="stable", ignore_index=True)
 
 
 def read_labels(path: str | Path | None) -> pd.DataFrame:
     """All labels, normalised (an empty table when `path` is None)."""
     if path is None:
-        return normalize_labels(pd.DataFrame({"transaction_id": pd.Series([], dtype=object),
-                                              "label_time": pd.Series([], dtype="datetime64[ms, UTC]")}))
+        return normalize_labels(
+            pd.DataFrame(
+                {
+                    "transaction_id": pd.Series([], dtype=object),
+                    "label_time": pd.Series([], dtype="datetime64[ms, UTC]"),
+                }
+            )
+        )
     return normalize_labels(_read(_exists(path)))
 
 
@@ -76,9 +88,10 @@ def iter_attempt_partitions(path: str | Path) -> Iterator[pd.DataFrame]:
     parts = date_partitions(path)
     if parts:
         for part in parts:
-            frame = normalize_attempts(_read(part))
-            yield frame.sort_values(["event_time", "transaction_id"], kind="stable",
-                                    ignore_index=True)
+            frame = normalize_attempts(_read_table(part))
+            yield frame.sort_values(
+                ["event_time", "transaction_id"], kind="stable", ignore_index=True
+            )
         return
     frame = read_attempts(path)
     if frame.empty:

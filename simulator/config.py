@@ -159,8 +159,9 @@ class ScenarioError(ValueError):
     """The scenario file is unreadable or invalid; the message says where."""
 
 
-def load_scenario(path: str | Path | None = None,
-                  overrides: dict[str, Any] | None = None) -> Scenario:
+def load_scenario(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Scenario:
     """Load and validate a scenario YAML; `overrides` is merged on top (nested dicts)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:

@@ -36,18 +36,35 @@ from simulator.config import CAMPAIGNS, Scenario
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
-TRUTH_SCHEMA = pa.schema([
-    pa.field("transaction_id", pa.string(), nullable=False),
-    pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
-    pa.field("is_fraud", pa.bool_(), nullable=False),
-    pa.field("pattern", pa.string(), nullable=False),
-])
+TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("is_fraud", pa.bool_(), nullable=False),
+        pa.field("pattern", pa.string(), nullable=False),
+    ]
+)
 NETWORKS = np.array(["visa", "mastercard", "amex"], dtype=object)
 EMAIL_DOMAINS = np.array(
-    ["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "proton.me", "gmx.de", "web.de",
-     "orange.fr", "libero.it", "qq.com", "naver.com", "company.example"], dtype=object)
-THROWAWAY_DOMAINS = np.array(["mailinator.example", "tempmail.example", "guerrilla.example"],
-                             dtype=object)
+    [
+        "gmail.com",
+        "outlook.com",
+        "yahoo.com",
+        "icloud.com",
+        "proton.me",
+        "gmx.de",
+        "web.de",
+        "orange.fr",
+        "libero.it",
+        "qq.com",
+        "naver.com",
+        "company.example",
+    ],
+    dtype=object,
+)
+THROWAWAY_DOMAINS = np.array(
+    ["mailinator.example", "tempmail.example", "guerrilla.example"], dtype=object
+)
 HIGH_RISK_MCCS = ("5732", "5944", "4722", "5816")
 
 
@@ -86,8 +103,14 @@ def _str_ids(prefix: str, *parts: np.ndarray) -> np.ndarray:
 class Marketplace:
     """Mutable population state advanced one day at a time."""
 
-    def __init__(self, scenario: Scenario, tx_per_day: int, days: int, seed: int,
-                 regions: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        tx_per_day: int,
+        days: int,
+        seed: int,
+        regions: list[str] | None = None,
+    ) -> None:
         self.sc = scenario
         self.tx_per_day = tx_per_day
         self.days = days
@@ -119,8 +142,10 @@ class Marketplace:
         ch = scenario.traffic.channels
         self.channels = np.array(list(ch), dtype=object)
         self.channel_p = np.array(list(ch.values())) / sum(ch.values())
-        self.start_ms = int(dt.datetime.combine(scenario.start_date, dt.time(),
-                                                tzinfo=dt.timezone.utc).timestamp() * 1000)
+        self.start_ms = int(
+            dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=dt.timezone.utc).timestamp()
+            * 1000
+        )
 
         n_shoppers = max(1000, int(tx_per_day * pop.shoppers_per_daily_attempt))
         self.sh_country = np.empty(0, dtype=np.int16)
@@ -136,8 +161,9 @@ class Marketplace:
         self.m_size = np.empty(0)
         self.m_created_ms = np.empty(0, dtype=np.int64)
         self.m_ids = np.empty(0, dtype=object)
-        self._add_merchants(n_merchants, created_from=self.start_ms - 3 * 365 * DAY_MS,
-                            created_to=self.start_ms)
+        self._add_merchants(
+            n_merchants, created_from=self.start_ms - 3 * 365 * DAY_MS, created_to=self.start_ms
+        )
         # the merchant compromised for some weeks: a mid-sized, established one
         mid = np.argsort(self.m_size)[int(len(self.m_size) * 0.9)]
         self.compromised_merchant = int(mid)
@@ -149,25 +175,31 @@ class Marketplace:
     def _add_shoppers(self, n: int) -> None:
         rng = self.rng
         self.sh_country = np.concatenate(
-            [self.sh_country, rng.choice(len(self.countries), n, p=self.country_p).astype(np.int16)])
+            [self.sh_country, rng.choice(len(self.countries), n, p=self.country_p).astype(np.int16)]
+        )
         self.sh_activity = np.concatenate([self.sh_activity, rng.lognormal(0.0, 1.0, n)])
         self.sh_cards = np.concatenate([self.sh_cards, 1 + (rng.random(n) < 0.3).astype(np.int32)])
         self.sh_devices = np.concatenate(
-            [self.sh_devices, 1 + (rng.random(n) < 0.4).astype(np.int32)])
+            [self.sh_devices, 1 + (rng.random(n) < 0.4).astype(np.int32)]
+        )
         self.sh_email = np.concatenate(
-            [self.sh_email, rng.integers(0, len(EMAIL_DOMAINS), n).astype(np.int16)])
+            [self.sh_email, rng.integers(0, len(EMAIL_DOMAINS), n).astype(np.int16)]
+        )
 
     def _add_merchants(self, n: int, created_from: int, created_to: int) -> None:
         rng = self.rng
         start = len(self.m_ids)
         self.m_country = np.concatenate(
-            [self.m_country, rng.choice(len(self.countries), n, p=self.country_p).astype(np.int16)])
+            [self.m_country, rng.choice(len(self.countries), n, p=self.country_p).astype(np.int16)]
+        )
         self.m_mcc = np.concatenate(
-            [self.m_mcc, rng.choice(len(self.mccs), n, p=self.mcc_p).astype(np.int16)])
+            [self.m_mcc, rng.choice(len(self.mccs), n, p=self.mcc_p).astype(np.int16)]
+        )
         alpha = self.sc.population.merchant_size_pareto_alpha
         self.m_size = np.concatenate([self.m_size, rng.pareto(alpha, n) + 0.05])
         self.m_created_ms = np.concatenate(
-            [self.m_created_ms, rng.integers(created_from, max(created_to, created_from + 1), n)])
+            [self.m_created_ms, rng.integers(created_from, max(created_to, created_from + 1), n)]
+        )
         self.m_ids = np.concatenate([self.m_ids, _str_ids("m", np.arange(start, start + n))])
 
     def _grow(self, day: int) -> None:
@@ -177,12 +209,16 @@ class Marketplace:
         n = len(self.sh_country)
         self.sh_cards += (rng.random(n) < pop.new_card_per_day).astype(np.int32)
         self.sh_devices += (rng.random(n) < pop.new_device_per_day).astype(np.int32)
-        self._add_merchants(max(1, rng.binomial(len(self.m_ids), pop.new_merchants_per_day)),
-                            created_from=day_ms, created_to=day_ms + DAY_MS)
+        self._add_merchants(
+            max(1, rng.binomial(len(self.m_ids), pop.new_merchants_per_day)),
+            created_from=day_ms,
+            created_to=day_ms + DAY_MS,
+        )
 
     # ---- helpers ----------------------------------------------------------------------
-    def _pick_merchants(self, country: np.ndarray, mcc_filter: tuple[str, ...] | None = None
-                        ) -> np.ndarray:
+    def _pick_merchants(
+        self, country: np.ndarray, mcc_filter: tuple[str, ...] | None = None
+    ) -> np.ndarray:
         """Merchants drawn by power-law size within each requested country."""
         out = np.empty(len(country), dtype=np.int64)
         allowed = np.ones(len(self.m_ids), dtype=bool)
@@ -205,14 +241,16 @@ class Marketplace:
         other[clash] = (other[clash] + 1 + self.rng.integers(0, k - 1, clash.sum())) % k
         return other
 
-    def _local_times(self, day: int, region: np.ndarray, hour_p: np.ndarray | None = None
-                     ) -> np.ndarray:
+    def _local_times(
+        self, day: int, region: np.ndarray, hour_p: np.ndarray | None = None
+    ) -> np.ndarray:
         """UTC ms inside `day` whose local hour (in the row's region) follows `hour_p`."""
         rng = self.rng
         p = self.diurnal_p if hour_p is None else hour_p
         local_sec = rng.choice(24, len(region), p=p) * 3600 + rng.integers(0, 3600, len(region))
-        noon = dt.datetime.combine(self.sc.start_date + dt.timedelta(days=day), dt.time(12),
-                                   tzinfo=dt.timezone.utc)
+        noon = dt.datetime.combine(
+            self.sc.start_date + dt.timedelta(days=day), dt.time(12), tzinfo=dt.timezone.utc
+        )
         offsets = np.array([tz.utcoffset(noon).total_seconds() for tz in self.tz], dtype=np.int64)
         utc_sec = (local_sec - offsets[region]) % 86_400
         return self.start_ms + day * DAY_MS + utc_sec * 1000 + rng.integers(0, 1000, len(region))
@@ -223,18 +261,24 @@ class Marketplace:
         fx = self.country_fx[country]
         currency = self.country_currency[country]
         decimals = np.where(currency == "JPY", 0, 2)
-        local = np.round(usd / fx * 10.0 ** decimals) / 10.0 ** decimals
-        local = np.maximum(local, 10.0 ** -decimals)
+        local = np.round(usd / fx * 10.0**decimals) / 10.0**decimals
+        local = np.maximum(local, 10.0**-decimals)
         return local, currency, np.round(local * fx, 2)
 
     def _cards(self, shopper: np.ndarray, k: np.ndarray, country: np.ndarray) -> dict[str, Any]:
         h = (shopper.astype(np.int64) * 1_000_003 + k * 7919) % 1_000_000
         network = np.where(h % 100 < 55, 0, np.where(h % 100 < 93, 1, 2))
         prefix = np.array(["4", "5", "3"])[network]
-        bins = np.char.add(np.char.add(prefix, np.char.zfill(country.astype("U2"), 2)),
-                           np.char.zfill((h // 100 % 40).astype("U3"), 3))
-        return {"card_id": _str_ids("card_", shopper, k), "card_bin": bins.astype(object),
-                "card_network": NETWORKS[network], "card_country": self.countries[country]}
+        bins = np.char.add(
+            np.char.add(prefix, np.char.zfill(country.astype("U2"), 2)),
+            np.char.zfill((h // 100 % 40).astype("U3"), 3),
+        )
+        return {
+            "card_id": _str_ids("card_", shopper, k),
+            "card_bin": bins.astype(object),
+            "card_network": NETWORKS[network],
+            "card_country": self.countries[country],
+        }
 
     # ---- one day ----------------------------------------------------------------------
     def legit(self, day: int, n: int, cross_border_share: float) -> dict[str, Any]:
@@ -285,8 +329,11 @@ class Marketplace:
             card_idx = np.repeat(np.arange(cards), tries)
             n_m = int(rng.integers(cfg.merchants_per_burst[0], cfg.merchants_per_burst[1] + 1))
             targets = rng.choice(len(self.m_ids), n_m, replace=False)
-            start = self.start_ms + day * DAY_MS + int(rng.integers(0, DAY_MS - cfg.burst_minutes
-                                                                    * 60_000))
+            start = (
+                self.start_ms
+                + day * DAY_MS
+                + int(rng.integers(0, DAY_MS - cfg.burst_minutes * 60_000))
+            )
             card_country = rng.choice(len(self.countries), cards)[card_idx]
             ip = int(rng.integers(0, len(self.countries)))
             rec = self._cards(np.full(k, 10_000_000 + day * 1000 + burst), card_idx, card_country)
@@ -314,8 +361,11 @@ class Marketplace:
         home = self.sh_country[shopper].astype(np.int64)
         card_k = (rng.random(n) * self.sh_cards[shopper]).astype(np.int64)
         rec = self._cards(shopper, card_k, home)
-        rec["shopper_id"] = (_str_ids("s", shopper) if with_account
-                             else np.where(rng.random(n) < 0.6, None, _str_ids("s", shopper)))
+        rec["shopper_id"] = (
+            _str_ids("s", shopper)
+            if with_account
+            else np.where(rng.random(n) < 0.6, None, _str_ids("s", shopper))
+        )
         rec["email_domain"] = EMAIL_DOMAINS[self.sh_email[shopper]]
         rec["billing_country"] = self.countries[home]
         rec["_home"] = home
@@ -332,8 +382,10 @@ class Marketplace:
         rec.update(
             event_ms=self._local_times(day, self.country_region[ip]),
             device_id=_str_ids(f"dev_sc{day}_", np.arange(n)),
-            ip_country=self.countries[ip], shipping_country=self.countries[ip],
-            merchant=merchant, channel=np.full(n, "web", dtype=object),
+            ip_country=self.countries[ip],
+            shipping_country=self.countries[ip],
+            merchant=merchant,
+            channel=np.full(n, "web", dtype=object),
             usd=rng.lognormal(np.log(350.0), 0.7, n),
         )
         rec["region"] = self.region_names[self.country_region[m_country]]
@@ -349,8 +401,10 @@ class Marketplace:
         rec.update(
             event_ms=self._local_times(day, self.country_region[home]),
             device_id=_str_ids(f"dev_ato{day}_", np.arange(n)),
-            ip_country=self.countries[ip], shipping_country=self.countries[self._other_country(home)],
-            merchant=merchant, channel=np.where(rng.random(n) < 0.5, "app", "web").astype(object),
+            ip_country=self.countries[ip],
+            shipping_country=self.countries[self._other_country(home)],
+            merchant=merchant,
+            channel=np.where(rng.random(n) < 0.5, "app", "web").astype(object),
             usd=rng.lognormal(np.log(600.0), 0.6, n),
         )
         rec["region"] = self.region_names[self.country_region[home]]
@@ -366,9 +420,12 @@ class Marketplace:
         rec.update(
             event_ms=self._local_times(day, self.country_region[home]),
             device_id=_str_ids(f"dev_cm{day}_", rng.integers(0, max(2, n // 3), n)),
-            ip_country=self.countries[np.where(rng.random(n) < 0.5, home, self._other_country(home))],
+            ip_country=self.countries[
+                np.where(rng.random(n) < 0.5, home, self._other_country(home))
+            ],
             shipping_country=self.countries[home],
-            merchant=np.full(n, m), channel=np.full(n, "web", dtype=object),
+            merchant=np.full(n, m),
+            channel=np.full(n, "web", dtype=object),
             usd=rng.lognormal(np.log(self.mcc_median[mcc] * 1.8), 0.6, n),
         )
         rec["region"] = self.region_names[np.full(n, self.country_region[self.m_country[m]])]
@@ -391,9 +448,12 @@ class Marketplace:
             event_ms=self._local_times(day, self.country_region[country]),
             shopper_id=_str_ids("s_bo", card_k),
             device_id=self.bust_out_devices[rng.integers(0, len(self.bust_out_devices), n)],
-            ip_country=self.countries[country], email_domain=THROWAWAY_DOMAINS[card_k % 3],
-            billing_country=self.countries[country], shipping_country=self.countries[country],
-            merchant=np.full(n, m), channel=np.full(n, "web", dtype=object),
+            ip_country=self.countries[country],
+            email_domain=THROWAWAY_DOMAINS[card_k % 3],
+            billing_country=self.countries[country],
+            shipping_country=self.countries[country],
+            merchant=np.full(n, m),
+            channel=np.full(n, "web", dtype=object),
             usd=rng.lognormal(np.log(120.0 + 500.0 * progress), 0.4, n),
         )
         rec["region"] = self.region_names[self.country_region[country]]
@@ -406,8 +466,13 @@ class Marketplace:
             self._grow(day)
         date = sc.start_date + dt.timedelta(days=day)
         drifting = sc.drift.enabled and day >= int(sc.drift.from_fraction * self.days)
-        n = int(round(self.tx_per_day * sc.traffic.weekday_factors[date.weekday()]
-                      * (1.0 + sc.traffic.day_volume_noise * rng.standard_normal())))
+        n = int(
+            round(
+                self.tx_per_day
+                * sc.traffic.weekday_factors[date.weekday()]
+                * (1.0 + sc.traffic.day_volume_noise * rng.standard_normal())
+            )
+        )
         n = max(n, 10)
         fraud_rate = sc.fraud.rate * (sc.drift.fraud_rate_multiplier if drifting else 1.0)
         shares = dict(sc.drift.campaigns if drifting else sc.fraud.campaigns)
@@ -419,8 +484,9 @@ class Marketplace:
             shares.pop("bust_out", None)
         names = [c for c in CAMPAIGNS if shares.get(c, 0) > 0]
         p = np.array([shares[c] for c in names])
-        counts = dict(zip(names, rng.multinomial(rng.binomial(n, fraud_rate), p / p.sum()),
-                          strict=True))
+        counts = dict(
+            zip(names, rng.multinomial(rng.binomial(n, fraud_rate), p / p.sum()), strict=True)
+        )
         cross = sc.drift.cross_border_share if drifting else sc.traffic.cross_border_share
         n_other_fraud = sum(v for k, v in counts.items() if k != "friendly_fraud")
         parts = [self.legit(day, n - n_other_fraud, cross)]
@@ -451,40 +517,48 @@ class Marketplace:
         merchant = rec["merchant"]
         amount, currency, amount_usd = self._amounts(rec["usd"], merchant)
         m_country = self.m_country[merchant]
-        events = pa.Table.from_arrays([
-            pa.array(tx_ids, pa.string()),
-            pa.array(rec["event_ms"], pa.timestamp("ms", tz="UTC")),
-            pa.array(rec["region"], pa.string()),
-            pa.array(rec["shopper_id"], pa.string()),
-            pa.array(rec["card_id"], pa.string()),
-            pa.array(rec["card_bin"], pa.string()),
-            pa.array(rec["card_country"], pa.string()),
-            pa.array(rec["card_network"], pa.string()),
-            pa.array(rec["device_id"], pa.string()),
-            pa.array(rec["ip_country"], pa.string()),
-            pa.array(rec["email_domain"], pa.string()),
-            pa.array(rec["billing_country"], pa.string()),
-            pa.array(rec["shipping_country"], pa.string()),
-            pa.array(self.m_ids[merchant], pa.string()),
-            pa.array(self.mccs[self.m_mcc[merchant]], pa.string()),
-            pa.array(self.countries[m_country], pa.string()),
-            pa.array(self.m_created_ms[merchant], pa.timestamp("ms", tz="UTC")),
-            pa.array(rec["channel"], pa.string()),
-            pa.array(amount, pa.float64()),
-            pa.array(currency, pa.string()),
-            pa.array(amount_usd, pa.float64()),
-        ], schema=ATTEMPT_SCHEMA)
+        events = pa.Table.from_arrays(
+            [
+                pa.array(tx_ids, pa.string()),
+                pa.array(rec["event_ms"], pa.timestamp("ms", tz="UTC")),
+                pa.array(rec["region"], pa.string()),
+                pa.array(rec["shopper_id"], pa.string()),
+                pa.array(rec["card_id"], pa.string()),
+                pa.array(rec["card_bin"], pa.string()),
+                pa.array(rec["card_country"], pa.string()),
+                pa.array(rec["card_network"], pa.string()),
+                pa.array(rec["device_id"], pa.string()),
+                pa.array(rec["ip_country"], pa.string()),
+                pa.array(rec["email_domain"], pa.string()),
+                pa.array(rec["billing_country"], pa.string()),
+                pa.array(rec["shipping_country"], pa.string()),
+                pa.array(self.m_ids[merchant], pa.string()),
+                pa.array(self.mccs[self.m_mcc[merchant]], pa.string()),
+                pa.array(self.countries[m_country], pa.string()),
+                pa.array(self.m_created_ms[merchant], pa.timestamp("ms", tz="UTC")),
+                pa.array(rec["channel"], pa.string()),
+                pa.array(amount, pa.float64()),
+                pa.array(currency, pa.string()),
+                pa.array(amount_usd, pa.float64()),
+            ],
+            schema=ATTEMPT_SCHEMA,
+        )
         is_fraud = pattern_arr != ""
-        truth = pa.Table.from_arrays([
-            pa.array(tx_ids, pa.string()),
-            pa.array(rec["event_ms"], pa.timestamp("ms", tz="UTC")),
-            pa.array(is_fraud), pa.array(pattern_arr, pa.string()),
-        ], schema=TRUTH_SCHEMA)
+        truth = pa.Table.from_arrays(
+            [
+                pa.array(tx_ids, pa.string()),
+                pa.array(rec["event_ms"], pa.timestamp("ms", tz="UTC")),
+                pa.array(is_fraud),
+                pa.array(pattern_arr, pa.string()),
+            ],
+            schema=TRUTH_SCHEMA,
+        )
         labels = self._labels(tx_ids, rec["event_ms"], pattern_arr)
         return events, truth, labels
 
-    def _labels(self, tx_ids: np.ndarray, event_ms: np.ndarray, pattern: np.ndarray
-                ) -> list[dict[str, Any]]:
+    def _labels(
+        self, tx_ids: np.ndarray, event_ms: np.ndarray, pattern: np.ndarray
+    ) -> list[dict[str, Any]]:
         """Late labels: heavy-tailed delays; some fraud is never reported."""
         rng, lab = self.rng, self.sc.labels
         out: list[dict[str, Any]] = []
@@ -492,24 +566,40 @@ class Marketplace:
         rate = np.array([lab.report_rate.get(p, 0.8) for p in pattern[fraud]])
         reported = fraud[rng.random(len(fraud)) < rate]
         confirmed = (rng.random(len(reported)) < lab.confirmed_fraud_share) & (
-            pattern[reported] != "friendly_fraud")
+            pattern[reported] != "friendly_fraud"
+        )
         median = np.where(confirmed, lab.confirmed_median_days, lab.chargeback_median_days)
-        delay_days = np.clip(rng.lognormal(np.log(median), lab.chargeback_sigma),
-                             0.02, lab.max_delay_days)
+        delay_days = np.clip(
+            rng.lognormal(np.log(median), lab.chargeback_sigma), 0.02, lab.max_delay_days
+        )
         label_ms = event_ms[reported] + (delay_days * DAY_MS).astype(np.int64)
         for i, idx in enumerate(reported):
-            out.append({"transaction_id": tx_ids[idx], "label_time": int(label_ms[i]),
-                        "kind": "confirmed_fraud" if confirmed[i] else "chargeback",
-                        "reason": pattern[idx] if pattern[idx] == "friendly_fraud"
-                        else ("issuer_confirmed" if confirmed[i] else "fraud_card_absent")})
+            out.append(
+                {
+                    "transaction_id": tx_ids[idx],
+                    "label_time": int(label_ms[i]),
+                    "kind": "confirmed_fraud" if confirmed[i] else "chargeback",
+                    "reason": pattern[idx]
+                    if pattern[idx] == "friendly_fraud"
+                    else ("issuer_confirmed" if confirmed[i] else "fraud_card_absent"),
+                }
+            )
         legit = np.flatnonzero(pattern == "")
         disputed = legit[rng.random(len(legit)) < lab.dispute_won_rate]
-        delay = np.clip(rng.lognormal(np.log(lab.chargeback_median_days + 10), 0.5,
-                                      len(disputed)), 1, lab.max_delay_days)
+        delay = np.clip(
+            rng.lognormal(np.log(lab.chargeback_median_days + 10), 0.5, len(disputed)),
+            1,
+            lab.max_delay_days,
+        )
         for i, idx in enumerate(disputed):
-            out.append({"transaction_id": tx_ids[idx],
-                        "label_time": int(event_ms[idx] + delay[i] * DAY_MS),
-                        "kind": "dispute_won", "reason": "merchant_won_dispute"})
+            out.append(
+                {
+                    "transaction_id": tx_ids[idx],
+                    "label_time": int(event_ms[idx] + delay[i] * DAY_MS),
+                    "kind": "dispute_won",
+                    "reason": "merchant_won_dispute",
+                }
+            )
         return out
 
 
@@ -535,9 +625,17 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return staging
 
 
-def simulate(scenario: Scenario, days: int, tx_per_day: int, seed: int, out: str | Path,
-             regions: list[str] | None = None, overwrite: bool = False,
-             progress: bool = True, scenario_path: str | None = None) -> SimulationSummary:
+def simulate(
+    scenario: Scenario,
+    days: int,
+    tx_per_day: int,
+    seed: int,
+    out: str | Path,
+    regions: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    scenario_path: str | None = None,
+) -> SimulationSummary:
     """Simulate `days` days of checkout traffic into `out`.
 
     Written to a hidden staging folder and renamed into place at the end, so an interrupted
@@ -555,7 +653,8 @@ def simulate(scenario: Scenario, days: int, tx_per_day: int, seed: int, out: str
         unknown = sorted(set(regions) - set(scenario.regions))
         if unknown:
             raise SimulationError(
-                f"unknown region(s) {unknown}; configured: {sorted(scenario.regions)}")
+                f"unknown region(s) {unknown}; configured: {sorted(scenario.regions)}"
+            )
     out = Path(out)
     staging = _prepare_out(out, overwrite)
     t0 = time.perf_counter()
@@ -578,27 +677,47 @@ def simulate(scenario: Scenario, days: int, tx_per_day: int, seed: int, out: str
             fraud += int((pat != "").sum())
             for name, count in zip(*np.unique(pat[pat != ""], return_counts=True), strict=True):
                 patterns[str(name)] = patterns.get(str(name), 0) + int(count)
-            cross += int(np.sum(events.column("card_country").to_numpy(zero_copy_only=False)
-                                != events.column("merchant_country").to_numpy(zero_copy_only=False)))
+            cross += int(
+                np.sum(
+                    events.column("card_country").to_numpy(zero_copy_only=False)
+                    != events.column("merchant_country").to_numpy(zero_copy_only=False)
+                )
+            )
         labels.sort(key=lambda r: (r["label_time"], r["transaction_id"]))
         (staging / "labels").mkdir()
-        label_table = pa.Table.from_pydict({
-            "transaction_id": [r["transaction_id"] for r in labels],
-            "label_time": pa.array([r["label_time"] for r in labels], pa.timestamp("ms", tz="UTC")),
-            "kind": [r["kind"] for r in labels],
-            "reason": [r["reason"] for r in labels],
-        }, schema=LABEL_SCHEMA)
+        label_table = pa.Table.from_pydict(
+            {
+                "transaction_id": [r["transaction_id"] for r in labels],
+                "label_time": pa.array(
+                    [r["label_time"] for r in labels], pa.timestamp("ms", tz="UTC")
+                ),
+                "kind": [r["kind"] for r in labels],
+                "reason": [r["reason"] for r in labels],
+            },
+            schema=LABEL_SCHEMA,
+        )
         pq.write_table(label_table, staging / "labels" / "labels.parquet")
         summary = SimulationSummary(
-            out=str(out), days=days, seed=seed, attempts=attempts, fraud_attempts=fraud,
-            labels=len(labels), shoppers=len(market.sh_country), merchants=len(market.m_ids),
-            cross_border_share=round(cross / max(attempts, 1), 4), patterns=patterns,
-            seconds=round(time.perf_counter() - t0, 2))
+            out=str(out),
+            days=days,
+            seed=seed,
+            attempts=attempts,
+            fraud_attempts=fraud,
+            labels=len(labels),
+            shoppers=len(market.sh_country),
+            merchants=len(market.m_ids),
+            cross_border_share=round(cross / max(attempts, 1), 4),
+            patterns=patterns,
+            seconds=round(time.perf_counter() - t0, 2),
+        )
         config_text = json.dumps(scenario.model_dump(mode="json"), sort_keys=True)
         manifest = summary.as_dict() | {
-            "tx_per_day": tx_per_day, "regions": list(market.region_names),
-            "scenario": scenario_path, "start_date": scenario.start_date.isoformat(),
-            "scenario_sha256": hashlib.sha256(config_text.encode()).hexdigest()}
+            "tx_per_day": tx_per_day,
+            "regions": list(market.region_names),
+            "scenario": scenario_path,
+            "start_date": scenario.start_date.isoformat(),
+            "scenario_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        }
         (staging / "_SUCCESS.json").write_text(json.dumps(manifest, indent=2))
         if out.exists():
             shutil.rmtree(out)

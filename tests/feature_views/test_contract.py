@@ -24,13 +24,23 @@ from feature_views.contract import (
 )
 from feature_views.tables import read_attempts
 
-CORE = {"transaction_id": "t1", "event_time": "2026-11-28T12:00:00Z", "card_id": "tok_1",
-        "merchant_id": "m1", "amount": 12.5}
+CORE = {
+    "transaction_id": "t1",
+    "event_time": "2026-11-28T12:00:00Z",
+    "card_id": "tok_1",
+    "merchant_id": "m1",
+    "amount": 12.5,
+}
 
 
 def test_required_columns_are_exactly_the_core_five() -> None:
-    assert set(REQUIRED_ATTEMPT_COLUMNS) == {"transaction_id", "event_time", "card_id",
-                                             "merchant_id", "amount"}
+    assert set(REQUIRED_ATTEMPT_COLUMNS) == {
+        "transaction_id",
+        "event_time",
+        "card_id",
+        "merchant_id",
+        "amount",
+    }
     for f in ATTEMPT_SCHEMA:
         assert f.nullable == (f.name not in REQUIRED_ATTEMPT_COLUMNS), f.name
     assert [f.name for f in LABEL_SCHEMA] == ["transaction_id", "label_time", "kind", "reason"]
@@ -54,18 +64,21 @@ def test_amount_usd_is_derived_with_the_static_fx_table() -> None:
     assert rec["currency"] == "JPY" and rec["amount_usd"] == 6.7
 
 
-@pytest.mark.parametrize("patch, needle", [
-    ({"card_id": "4111111111111111"}, "card number"),
-    ({"card_id": "4111 1111 1111 1111"}, "card number"),
-    ({"amount": -1}, "greater than 0"),
-    ({"amount": math.nan}, "finite"),
-    ({"amount": math.inf}, "finite"),
-    ({"currency": "XXX"}, "unknown currency"),
-    ({"event_time": "2026-11-28T12:00:00"}, "timezone"),
-    ({"event_time": "yesterday"}, "datetime"),
-    ({"transaction_id": ""}, "at least 1"),
-    ({"surprise": 1}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"card_id": "4111111111111111"}, "card number"),
+        ({"card_id": "4111 1111 1111 1111"}, "card number"),
+        ({"amount": -1}, "greater than 0"),
+        ({"amount": math.nan}, "finite"),
+        ({"amount": math.inf}, "finite"),
+        ({"currency": "XXX"}, "unknown currency"),
+        ({"event_time": "2026-11-28T12:00:00"}, "timezone"),
+        ({"event_time": "yesterday"}, "datetime"),
+        ({"transaction_id": ""}, "at least 1"),
+        ({"surprise": 1}, "Extra inputs"),
+    ],
+)
 def test_api_model_rejects_bad_input_with_a_clear_message(patch: dict, needle: str) -> None:
     with pytest.raises(pydantic.ValidationError) as err:
         PaymentAttempt.model_validate(CORE | patch)
@@ -95,28 +108,47 @@ def test_external_core_only_table_normalises() -> None:
     assert str(out["event_time"].dtype) == "datetime64[ms, UTC]"
 
 
-@pytest.mark.parametrize("frame, needle", [
-    (pd.DataFrame([{k: v for k, v in CORE.items() if k != "amount"}]), "missing required column"),
-    (pd.DataFrame([CORE | {"event_time": "not a time"}]), "unparseable times"),
-    (pd.DataFrame([CORE | {"event_time": 5}]), "holds numbers"),
-    (pd.DataFrame([CORE, CORE]), "duplicate transaction_id"),
-    (pd.DataFrame([CORE | {"card_id": "5555555555554444"}]), "look like card numbers"),
-    (pd.DataFrame([CORE | {"amount": 0}]), "finite numbers > 0"),
-    (pd.DataFrame([CORE | {"currency": "ABC"}]), "unknown currencies"),
-])
+@pytest.mark.parametrize(
+    "frame, needle",
+    [
+        (
+            pd.DataFrame([{k: v for k, v in CORE.items() if k != "amount"}]),
+            "missing required column",
+        ),
+        (pd.DataFrame([CORE | {"event_time": "not a time"}]), "unparseable times"),
+        (pd.DataFrame([CORE | {"event_time": 5}]), "holds numbers"),
+        (pd.DataFrame([CORE, CORE]), "duplicate transaction_id"),
+        (pd.DataFrame([CORE | {"card_id": "5555555555554444"}]), "look like card numbers"),
+        (pd.DataFrame([CORE | {"amount": 0}]), "finite numbers > 0"),
+        (pd.DataFrame([CORE | {"currency": "ABC"}]), "unknown currencies"),
+    ],
+)
 def test_normalise_errors_name_the_problem(frame: pd.DataFrame, needle: str) -> None:
     with pytest.raises(ContractError, match=needle):
         normalize_attempts(frame)
 
 
 def test_labels_accept_is_fraud_and_reject_unknown_kinds() -> None:
-    out = normalize_labels(pd.DataFrame({"transaction_id": ["a", "b"],
-                                         "label_time": ["2026-01-01T00:00:00Z"] * 2,
-                                         "is_fraud": [1, 0]}))
+    out = normalize_labels(
+        pd.DataFrame(
+            {
+                "transaction_id": ["a", "b"],
+                "label_time": ["2026-01-01T00:00:00Z"] * 2,
+                "is_fraud": [1, 0],
+            }
+        )
+    )
     assert out["kind"].tolist() == ["chargeback", "dispute_won"]
     with pytest.raises(ContractError, match="unknown kind"):
-        normalize_labels(pd.DataFrame({"transaction_id": ["a"], "label_time": ["2026-01-01T00:00:00Z"],
-                                       "kind": ["refund"]}))
+        normalize_labels(
+            pd.DataFrame(
+                {
+                    "transaction_id": ["a"],
+                    "label_time": ["2026-01-01T00:00:00Z"],
+                    "kind": ["refund"],
+                }
+            )
+        )
 
 
 def test_to_ms_is_exact() -> None:
@@ -130,9 +162,11 @@ def test_schema_round_trip_through_parquet_and_the_api(small_sim) -> None:
     assert table.schema.equals(ATTEMPT_SCHEMA, check_metadata=False)
     frame = read_attempts(small_sim / "events").head(300)
     for row in frame.to_dict("records"):
-        body = {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
-                for k, v in row.items() if v is not None and not (isinstance(v, float) and
-                                                                   math.isnan(v))}
+        body = {
+            k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
+            for k, v in row.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
         rec = PaymentAttempt.model_validate(body).to_record()
         for name, value in row.items():
             if isinstance(value, pd.Timestamp):

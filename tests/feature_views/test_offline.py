@@ -17,9 +17,9 @@ def edge() -> pd.DataFrame:
 
 
 def test_windows_are_end_exclusive_and_start_inclusive(edge: pd.DataFrame) -> None:
-    assert edge.loc["e2", "card_count_10m"] == 1          # e1 at exactly t - 10 min counts
+    assert edge.loc["e2", "card_count_10m"] == 1  # e1 at exactly t - 10 min counts
     assert edge.loc["e2", "card_amount_usd_10m"] == 10.0
-    assert edge.loc["e3", "card_count_10m"] == 1          # e2 shares e3's millisecond
+    assert edge.loc["e3", "card_count_10m"] == 1  # e2 shares e3's millisecond
     assert edge.loc["e3", "card_seconds_since_previous"] == 600.0
     assert edge.loc["e4", "card_count_1h"] == 3
     assert edge.loc["e4", "card_count_10m"] == 0
@@ -36,14 +36,14 @@ def test_distinct_match_and_first_seen(edge: pd.DataFrame) -> None:
 
 
 def test_zscore_defaults_until_two_amounts_and_with_zero_spread(edge: pd.DataFrame) -> None:
-    assert edge.loc["e2", "card_amount_zscore_30d"] == 0.0   # one prior amount
-    assert edge.loc["e4", "card_amount_zscore_30d"] > 1.0    # 40 against 10, 20
-    assert edge.loc["e7", "card_amount_zscore_30d"] == 0.0   # one prior
+    assert edge.loc["e2", "card_amount_zscore_30d"] == 0.0  # one prior amount
+    assert edge.loc["e4", "card_amount_zscore_30d"] > 1.0  # 40 against 10, 20
+    assert edge.loc["e7", "card_amount_zscore_30d"] == 0.0  # one prior
 
 
 def test_bucketed_merchant_view_counts_whole_hours_only(edge: pd.DataFrame) -> None:
-    assert edge.loc["e2", "merchant_count_24h"] == 0          # same hour as e1: not yet
-    assert edge.loc["e6", "merchant_count_24h"] == 0          # m1's hour was > 24 h ago
+    assert edge.loc["e2", "merchant_count_24h"] == 0  # same hour as e1: not yet
+    assert edge.loc["e6", "merchant_count_24h"] == 0  # m1's hour was > 24 h ago
     assert edge.loc["e6", "merchant_count_7d"] == 3
     assert edge.loc["e6", "merchant_avg_ticket_usd_7d"] == pytest.approx(50.0 / 3)
     assert edge.loc["e2", "merchant_avg_ticket_usd_7d"] == -1.0
@@ -70,20 +70,21 @@ def test_labels_count_only_when_known_and_once_per_transaction(edge: pd.DataFram
     # e1's chargeback arrived on day 1: invisible on day 0 and day 1, counted on day 2
     assert edge.loc["e4", "merchant_fraud_labels_90d"] == 0
     assert edge.loc["e6", "merchant_fraud_labels_90d"] == 1
-    assert edge.loc["e6", "global_fraud_labels_90d"] == 1     # confirmed_fraud not counted twice
+    assert edge.loc["e6", "global_fraud_labels_90d"] == 1  # confirmed_fraud not counted twice
     assert edge.loc["e6", "card_bin_fraud_labels_90d"] == 1
-    assert edge.loc["e6", "merchant_attempts_90d"] == 3        # e1..e3 on day 0
-    assert edge.loc["e5", "merchant_fraud_labels_90d"] == 0    # out of the 90-day window
+    assert edge.loc["e6", "merchant_attempts_90d"] == 3  # e1..e3 on day 0
+    assert edge.loc["e5", "merchant_fraud_labels_90d"] == 0  # out of the 90-day window
     rate = edge.loc["e6", "merchant_fraud_rate_90d"]
     assert rate > edge.loc["e6", "merchant_category_fraud_rate_90d"] * 0.99
     assert edge.loc["e8", "merchant_fraud_rate_90d"] == pytest.approx(
-        edge.loc["e8", "merchant_category_fraud_rate_90d"])   # cold start: inherits parent
+        edge.loc["e8", "merchant_category_fraud_rate_90d"]
+    )  # cold start: inherits parent
 
 
 def test_request_features(edge: pd.DataFrame) -> None:
     assert edge.loc["e7", "ip_card_country_mismatch"] == 1
     assert edge.loc["e7", "billing_shipping_mismatch"] == 1
-    assert edge.loc["e1", "local_hour"] == 19                 # New York, 00:00 UTC in winter
+    assert edge.loc["e1", "local_hour"] == 19  # New York, 00:00 UTC in winter
     assert edge.loc["e8", "amount_usd"] == 32.4
     assert edge.loc["e1", "card_merchant_countries"] == "US>US"
 
@@ -96,10 +97,10 @@ def test_every_declared_feature_is_produced(edge: pd.DataFrame) -> None:
 def test_partitioned_run_equals_whole_table(small_sim) -> None:
     from feature_views.tables import read_attempts, read_labels
 
-    whole = compute_features(read_attempts(small_sim / "events"),
-                             read_labels(small_sim / "labels"))
-    streamed = pd.concat(list(iter_features(small_sim / "events", small_sim / "labels")),
-                         ignore_index=True)
+    whole = compute_features(read_attempts(small_sim / "events"), read_labels(small_sim / "labels"))
+    streamed = pd.concat(
+        list(iter_features(small_sim / "events", small_sim / "labels")), ignore_index=True
+    )
     pd.testing.assert_frame_equal(whole, streamed)
     assert len(whole) > 20_000
 

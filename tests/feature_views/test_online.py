@@ -36,25 +36,29 @@ def test_read_returns_each_view_with_its_age(store: OnlineFeatureStore, records)
     store.write(records["e1"])
     vec = store.read(records["e4"])
     assert vec.ages_ms["card_activity"] == 3_600_000
-    assert vec.ages_ms["merchant_volume"] is None          # m2 never seen
+    assert vec.ages_ms["merchant_volume"] is None  # m2 never seen
     assert "merchant_volume" in vec.missing and vec.values["merchant_volume_missing"] == 1
 
 
-def test_values_older_than_ttl_are_missing_and_flagged(store: OnlineFeatureStore,
-                                                       records) -> None:
+def test_values_older_than_ttl_are_missing_and_flagged(store: OnlineFeatureStore, records) -> None:
     for tx in ("e1", "e2", "e3", "e4"):
         store.write(records[tx])
-    vec = store.read(records["e5"])                         # 100 days later, TTL 90 days
+    vec = store.read(records["e5"])  # 100 days later, TTL 90 days
     assert vec.values["card_activity_stale"] == 1 and "card_activity" in vec.stale
     assert vec.values["card_count_30d"] == 0 and vec.values["card_age_seconds"] == -1.0
     assert vec.ages_ms["card_activity"] > 90 * 86_400_000
 
 
-def test_unknown_entities_get_defaults_and_cold_start_flags(store: OnlineFeatureStore,
-                                                            records) -> None:
+def test_unknown_entities_get_defaults_and_cold_start_flags(
+    store: OnlineFeatureStore, records
+) -> None:
     vec = store.read(records["e8"])
-    assert set(vec.missing) >= {"card_activity", "device_activity", "shopper_activity",
-                                "merchant_volume"}
+    assert set(vec.missing) >= {
+        "card_activity",
+        "device_activity",
+        "shopper_activity",
+        "merchant_volume",
+    }
     assert vec.values["card_seconds_since_previous"] == -1.0
     assert vec.values["merchant_fraud_rate_90d"] == vec.values["merchant_category_fraud_rate_90d"]
 
@@ -105,7 +109,7 @@ def test_unreachable_store_raises_one_typed_error_quickly() -> None:
 def test_slow_store_raises_within_the_callers_timeout(redis_url: str, records) -> None:
     fast = OnlineFeatureStore(connect(redis_url, timeout_s=0.05), namespace=f"t-{uuid.uuid4().hex}")
     admin = redis.Redis.from_url(redis_url)
-    admin.execute_command("CLIENT", "PAUSE", 400, "ALL")   # a real, stalled server
+    admin.execute_command("CLIENT", "PAUSE", 400, "ALL")  # a real, stalled server
     try:
         started = time.perf_counter()
         with pytest.raises(StoreUnavailable):
@@ -138,8 +142,9 @@ def test_redis_url_is_used_when_set(monkeypatch) -> None:
 
 def test_concurrent_embedded_starts_share_one_server(tmp_path) -> None:
     urls: list[str] = []
-    threads = [threading.Thread(target=lambda: urls.append(embedded_url(tmp_path / "r")))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: urls.append(embedded_url(tmp_path / "r"))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -48,8 +48,7 @@ def test_parity_detects_a_divergent_store(redis_url: str) -> None:
     attempts = edge_attempts()
     store = _store(redis_url)
     try:
-        ghost = prepare(attempts).to_dict("records")[0] | {"transaction_id": "ghost",
-                                                           "event_ms": 0}
+        ghost = prepare(attempts).to_dict("records")[0] | {"transaction_id": "ghost", "event_ms": 0}
         store.write(ghost)
         report = replay_and_compare(attempts, edge_labels(), store)
     finally:
@@ -63,7 +62,17 @@ def test_parity_detects_a_divergent_store(redis_url: str) -> None:
 def test_parity_cli_prints_per_feature_result(small_sim, capsys, limit) -> None:
     from checkout_risk.cli import main
 
-    code = main(["parity", "--events", str(small_sim / "events"), "--labels",
-                 str(small_sim / "labels"), "--limit", str(limit), "--quiet"])
+    code = main(
+        [
+            "parity",
+            "--events",
+            str(small_sim / "events"),
+            "--labels",
+            str(small_sim / "labels"),
+            "--limit",
+            str(limit),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "all features agree" in out and f"{limit:,} attempts" in out

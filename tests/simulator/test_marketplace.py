@@ -42,8 +42,9 @@ def test_deterministic_per_seed(tmp_path: Path) -> None:
         simulate(sc, days=3, tx_per_day=800, seed=seed, out=tmp_path / name, progress=False)
     a, b, c = (read_attempts(tmp_path / n / "events") for n in "abc")
     pd.testing.assert_frame_equal(a, b)
-    pd.testing.assert_frame_equal(read_labels(tmp_path / "a" / "labels"),
-                                  read_labels(tmp_path / "b" / "labels"))
+    pd.testing.assert_frame_equal(
+        read_labels(tmp_path / "a" / "labels"), read_labels(tmp_path / "b" / "labels")
+    )
     assert len(a) != len(c) or not a["amount"].equals(c["amount"])
 
 
@@ -58,10 +59,15 @@ def test_regions_have_their_own_currencies_and_local_hours(market: pd.DataFrame)
     assert legit["region"].nunique() >= 3
     assert legit.groupby("region")["currency"].agg(lambda s: s.mode()[0]).nunique() >= 3
     # the diurnal shape holds in each region's local time, not in UTC
-    tz = {"us-east": "America/New_York", "eu-west": "Europe/Berlin",
-          "ap-southeast": "Asia/Singapore"}
+    tz = {
+        "us-east": "America/New_York",
+        "eu-west": "Europe/Berlin",
+        "ap-southeast": "Asia/Singapore",
+    }
     for region, zone in tz.items():
-        rows = legit[(legit["region"] == region) & (legit["card_country"] == legit["merchant_country"])]
+        rows = legit[
+            (legit["region"] == region) & (legit["card_country"] == legit["merchant_country"])
+        ]
         hours = rows["event_time"].dt.tz_convert(zone).dt.hour.value_counts(normalize=True)
         assert hours.loc[[19, 20]].sum() > 3 * hours.loc[[3, 4]].sum(), region
 
@@ -92,11 +98,18 @@ def test_new_merchants_cards_and_devices_every_day(market: pd.DataFrame) -> None
 
 def test_late_labels_heavy_tailed_and_incomplete(tmp_path: Path) -> None:
     out = tmp_path / "long"
-    simulate(load_scenario(overrides={"fraud": {"rate": 0.02}}), days=200, tx_per_day=300,
-             seed=2, out=out, progress=False)
+    simulate(
+        load_scenario(overrides={"fraud": {"rate": 0.02}}),
+        days=200,
+        tx_per_day=300,
+        seed=2,
+        out=out,
+        progress=False,
+    )
     m = _load(out)
-    labels = read_labels(out / "labels").merge(m[["transaction_id", "event_time", "is_fraud"]],
-                                               on="transaction_id")
+    labels = read_labels(out / "labels").merge(
+        m[["transaction_id", "event_time", "is_fraud"]], on="transaction_id"
+    )
     delay = (labels["label_time"] - labels["event_time"]).dt.total_seconds() / 86_400
     early = labels[labels["event_time"] < labels["event_time"].min() + pd.Timedelta(days=60)]
     early_delay = (early["label_time"] - early["event_time"]).dt.total_seconds() / 86_400
@@ -113,8 +126,14 @@ def test_late_labels_heavy_tailed_and_incomplete(tmp_path: Path) -> None:
 def test_each_campaign_is_present_and_distinguishable(market: pd.DataFrame) -> None:
     legit = market[market["pattern"] == ""]
     by = {p: g for p, g in market.groupby("pattern") if p}
-    assert set(by) == {"card_testing", "stolen_card", "account_takeover",
-                       "compromised_merchant", "bust_out", "friendly_fraud"}
+    assert set(by) == {
+        "card_testing",
+        "stolen_card",
+        "account_takeover",
+        "compromised_merchant",
+        "bust_out",
+        "friendly_fraud",
+    }
     ct = by["card_testing"]
     assert ct["amount_usd"].median() < 6 and legit["amount_usd"].median() > 20
     assert ct.groupby("device_id")["card_id"].nunique().median() >= 5  # many cards per device
@@ -130,8 +149,9 @@ def test_each_campaign_is_present_and_distinguishable(market: pd.DataFrame) -> N
     assert cm["merchant_id"].nunique() == 1
     span = (cm["event_time"].max() - cm["event_time"].min()).days
     assert 7 <= span <= 21
-    assert market.loc[market["merchant_id"] == cm["merchant_id"].iloc[0], "event_time"].min() < \
-        cm["event_time"].min() - pd.Timedelta(days=7)  # established before it was hijacked
+    assert market.loc[market["merchant_id"] == cm["merchant_id"].iloc[0], "event_time"].min() < cm[
+        "event_time"
+    ].min() - pd.Timedelta(days=7)  # established before it was hijacked
     bo = by["bust_out"]
     assert bo["merchant_id"].nunique() == 1
     bo_all = market[market["merchant_id"] == bo["merchant_id"].iloc[0]]
@@ -146,8 +166,14 @@ def test_each_campaign_is_present_and_distinguishable(market: pd.DataFrame) -> N
 
 def test_drift_scenario_changes_the_mix_from_a_date(tmp_path: Path) -> None:
     drift = Path(__file__).resolve().parents[2] / "configs" / "simulation" / "drift.yaml"
-    simulate(load_scenario(drift, overrides={"fraud": {"rate": 0.01}}), days=30,
-             tx_per_day=5000, seed=4, out=tmp_path / "d", progress=False)
+    simulate(
+        load_scenario(drift, overrides={"fraud": {"rate": 0.01}}),
+        days=30,
+        tx_per_day=5000,
+        seed=4,
+        out=tmp_path / "d",
+        progress=False,
+    )
     m = _load(tmp_path / "d")
     cut = m["event_time"].min().floor("D") + pd.Timedelta(days=15)
     before, after = m[m["event_time"] < cut], m[m["event_time"] >= cut]
@@ -158,11 +184,14 @@ def test_drift_scenario_changes_the_mix_from_a_date(tmp_path: Path) -> None:
     assert ct(after) > 2 * ct(before)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--days", "-3"], "positive number of days"),
-    (["--days", "2", "--tx-per-day", "0"], "must be positive"),
-    (["--days", "2", "--regions", "us-east,mars-north"], "unknown region"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--days", "-3"], "positive number of days"),
+        (["--days", "2", "--tx-per-day", "0"], "must be positive"),
+        (["--days", "2", "--regions", "us-east,mars-north"], "unknown region"),
+    ],
+)
 def test_impossible_arguments_give_one_clear_line(tmp_path: Path, capsys, args, needle) -> None:
     out = tmp_path / "out"
     code = main(["simulate", *args, "--out", str(out), "--quiet"])
@@ -197,8 +226,9 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, monk
 
     monkeypatch.setattr(marketplace.Marketplace, "generate_day", failing)
     with pytest.raises(OSError):
-        simulate(load_scenario(), days=5, tx_per_day=200, seed=1, out=tmp_path / "x",
-                 progress=False)
+        simulate(
+            load_scenario(), days=5, tx_per_day=200, seed=1, out=tmp_path / "x", progress=False
+        )
     assert not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.iterdir()]
 
@@ -215,6 +245,5 @@ def test_invalid_scenario_is_reported_with_its_location(tmp_path: Path) -> None:
 
 def test_simulation_rejects_zero_days_directly(tmp_path: Path) -> None:
     with pytest.raises(SimulationError):
-        simulate(load_scenario(), days=0, tx_per_day=10, seed=1, out=tmp_path / "z",
-                 progress=False)
+        simulate(load_scenario(), days=0, tx_per_day=10, seed=1, out=tmp_path / "z", progress=False)
     assert np.isfinite(1.0)
