@@ -135,7 +135,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", default="data/sim", help="where the simulated marketplace lives")
     p.add_argument("--days", type=_positive_int, default=60)
-    p.add_argument("--tx-per-day", type=_positive_int, default=20_000)
+    p.add_argument("--tx-per-day", type=_positive_int, default=5_000)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(handler=_cmd_demo)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -539,6 +540,8 @@ def request_columns(part: pd.DataFrame, merchant_seen_seconds: np.ndarray) -> di
     return cols
 
 
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feature-views")
+
 ENCODED_COLUMNS = tuple(
     dict.fromkeys(
         [v.entity.key for v in TIMELINE_VIEWS if v.entity.key]
@@ -573,12 +576,14 @@ def compute_partition(
         c: state.encode(c, part[c].to_numpy()) for c in ENCODED_COLUMNS
     }
     codes[None] = np.zeros(len(part), dtype=np.int64)
+    # Views are independent given the codes, and their heavy lifting (sorts, searches,
+    # bincounts) runs in numpy without the GIL: two threads keep both cores busy.
+    jobs = [lambda v=v: _activity(v, part, codes, state) for v in ACTIVITY_VIEWS]
+    jobs += [lambda v=v: _bucketed(v, part, codes, state) for v in BUCKETED_VIEWS]
+    jobs.append(lambda: _label_stats(part, codes, new_labels, state))
     features: dict[str, np.ndarray] = {}
-    for view in ACTIVITY_VIEWS:
-        features.update(_activity(view, part, codes, state))
-    for bview in BUCKETED_VIEWS:
-        features.update(_bucketed(bview, part, codes, state))
-    features.update(_label_stats(part, codes, new_labels, state))
+    for result in _POOL.map(lambda job: job(), jobs):
+        features.update(result)
     features.update(request_features(request_columns(part, features["merchant_seen_seconds"])))
     _advance_timelines(part, codes, state)
     state.max_event_ms = int(part["event_ms"].iloc[-1])

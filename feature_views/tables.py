@@ -104,9 +104,14 @@ def iter_attempt_partitions(path: str | Path) -> Iterator[pd.DataFrame]:
 def read_attempt_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
     """Only some columns of every attempt (cheap: Parquet reads just those columns)."""
     p = _exists(path)
-    if p.is_dir():
-        dataset = ds.dataset(p, format="parquet", partitioning="hive", exclude_invalid_files=True)
-        present = [c for c in columns if c in dataset.schema.names]
-        return dataset.to_table(columns=present).to_pandas()
-    table = pq.read_table(p)
+    try:
+        if p.is_dir():
+            dataset = ds.dataset(
+                p, format="parquet", partitioning="hive", exclude_invalid_files=True
+            )
+            present = [c for c in columns if c in dataset.schema.names]
+            return dataset.to_table(columns=present).to_pandas()
+        table = pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ContractError(f"{p} is not a readable Parquet table: {exc}") from exc
     return table.select([c for c in columns if c in table.schema.names]).to_pandas()

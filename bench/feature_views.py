@@ -1,0 +1,96 @@
+"""Feature-view benchmarks: offline throughput, online read latency, write path, bulk load.
+
+    python -m bench.feature_views [--days 30] [--tx-per-day 20000] [--reads 3000]
+
+Uses REDIS_URL when set, else the embedded Redis; runs in a scratch namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import percentiles, write
+from feature_views.materialize import materialize
+from feature_views.offline import iter_features, prepare
+from feature_views.online import OnlineFeatureStore
+from feature_views.store import connect, store_url
+from feature_views.tables import read_attempts
+from simulator.config import load_scenario
+from simulator.marketplace import simulate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--tx-per-day", type=int, default=20_000)
+    parser.add_argument("--reads", type=int, default=3_000)
+    args = parser.parse_args()
+    url = store_url()
+    results: dict = {"redis": "REDIS_URL" if url.startswith("redis") else "embedded (unix socket)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        sim = Path(tmp) / "sim"
+        simulate(
+            load_scenario(),
+            days=args.days,
+            tx_per_day=args.tx_per_day,
+            seed=5,
+            out=sim,
+            progress=False,
+        )
+        events, labels = sim / "events", sim / "labels"
+
+        started = time.perf_counter()
+        rows = sum(len(f) for f in iter_features(events, labels))
+        seconds = time.perf_counter() - started
+        results["offline"] = {
+            "events": rows,
+            "seconds": round(seconds, 2),
+            "events_per_s": round(rows / seconds),
+        }
+
+        namespace = f"bench-{uuid.uuid4().hex[:6]}"
+        loaded = materialize(events, labels, namespace=namespace, url=url, progress=False)
+        results["materialize"] = {
+            k: loaded[k] for k in ("attempts", "entity_updates", "seconds", "entity_updates_per_s")
+        }
+        store = OnlineFeatureStore(connect(url, timeout_s=1.0), namespace=namespace)
+        try:
+            attempts = read_attempts(events)
+            sample = prepare(attempts.tail(args.reads)).to_dict("records")
+            for rec in sample[:200]:  # warm up connections and code paths
+                store.read(rec)
+            latencies = []
+            for rec in sample:
+                t0 = time.perf_counter()
+                store.read(rec)
+                latencies.append((time.perf_counter() - t0) * 1000)
+            results["online_read_one_vector"] = percentiles(latencies) | {"reads": len(sample)}
+            batch = sample[:32]
+            batch_lat = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                store.read_many(batch)
+                batch_lat.append((time.perf_counter() - t0) * 1000)
+            results["online_read_batch_of_32"] = percentiles(batch_lat)
+            fresh = [dict(r, transaction_id=f"bench-{i}") for i, r in enumerate(sample)]
+            write_lat = []
+            for rec in fresh:
+                t0 = time.perf_counter()
+                store.write(rec)
+                write_lat.append((time.perf_counter() - t0) * 1000)
+            results["online_write_one_attempt"] = percentiles(write_lat) | {
+                "writes_per_s_sequential": round(1000 / float(np.mean(write_lat)))
+            }
+        finally:
+            store.flush_namespace()
+    write("feature_views", results, module="bench.feature_views")
+
+
+if __name__ == "__main__":
+    main()
