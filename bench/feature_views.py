@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--tx-per-day", type=int, default=20_000)
     parser.add_argument("--reads", type=int, default=3_000)
+    parser.add_argument("--name", default="feature_views",
+                        help="result file name under bench/results/")
     args = parser.parse_args()
     url = store_url()
     results: dict = {"redis": "REDIS_URL" if url.startswith("redis") else "embedded (unix socket)"}
@@ -89,7 +91,7 @@ def main() -> None:
             }
         finally:
             store.flush_namespace()
-    write("feature_views", results, module="bench.feature_views")
+    write(args.name, results, module="bench.feature_views")
 
 
 if __name__ == "__main__":
