@@ -1,0 +1,82 @@
+"""The local Ray cluster that `make run` and the tests use, and job submission to it.
+
+One head node on this machine: GCS on port 6390 (6379 is Redis's), dashboard and job API on
+127.0.0.1:8265, token authentication on (the token lives in ``~/.ray/auth_token``), usage
+statistics off. Every command here is idempotent: ``up`` reuses a running cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GCS_PORT = int(os.environ.get("CHECKOUT_RISK_RAY_PORT", "6390"))
+DASHBOARD_PORT = int(os.environ.get("CHECKOUT_RISK_DASHBOARD_PORT", "8265"))
+ADDRESS = f"127.0.0.1:{GCS_PORT}"
+JOBS_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be started or reached."""
+
+
+def ray_env() -> dict[str, str]:
+    """Environment for ray CLI calls: this venv first on PATH, token auth, no telemetry."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("RAY_AUTH_MODE", "token")
+    return env
+
+
+def _ray() -> str:
+    local = Path(sys.executable).parent / "ray"
+    return str(local) if local.exists() else (shutil.which("ray") or "ray")
+
+
+def is_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"{JOBS_URL}/api/version", timeout=2) as resp:
+            return resp.status in (200, 401)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # the job API answers, it only wants the token
+    except OSError:
+        return False
+
+
+def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
+    """Start the head node unless it is already running; returns the GCS address."""
+    if is_up():
+        return ADDRESS
+    cmd = [_ray(), "start", "--head", f"--port={GCS_PORT}",
+           f"--num-cpus={num_cpus or os.cpu_count() or 2}", "--include-dashboard=true",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
+           "--disable-usage-stats"]
+    result = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ClusterError(f"ray start failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if is_up():
+            return ADDRESS
+        time.sleep(0.5)
+    raise ClusterError(f"the Ray job API did not come up on {JOBS_URL}")
+
+
+def down() -> None:
+    subprocess.run([_ray(), "stop", "--force"], env=ray_env(), capture_output=True, text=True)
+
+
+def submit(entrypoint: list[str], working_dir: Path = ROOT) -> int:
+    """`ray job submit` to the local cluster, streaming the job's output; returns its exit."""
+    cmd = [_ray(), "job", "submit", "--address", JOBS_URL, "--working-dir", str(working_dir),
+           "--", *entrypoint]
+    return subprocess.run(cmd, env=ray_env()).returncode
