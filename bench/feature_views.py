@@ -30,8 +30,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--tx-per-day", type=int, default=20_000)
     parser.add_argument("--reads", type=int, default=3_000)
-    parser.add_argument("--name", default="feature_views",
-                        help="result file name under bench/results/")
+    parser.add_argument(
+        "--name", default="feature_views", help="result file name under bench/results/"
+    )
     args = parser.parse_args()
     url = store_url()
     results: dict = {"redis": "REDIS_URL" if url.startswith("redis") else "embedded (unix socket)"}

@@ -217,6 +217,7 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
 # ---- training, evaluation, registry -----------------------------------------------------
 
+
 def _training_errors() -> tuple[type[Exception], ...]:
     from feature_views.contract import ContractError
     from serve_graph.decisioning import CostError
@@ -224,8 +225,7 @@ def _training_errors() -> tuple[type[Exception], ...]:
     from trainers.datasets import DatasetError
     from trainers.registry import RegistryError
 
-    return (DatasetError, RegistryError, ContractError, PolicyError, CostError,
-            FileNotFoundError)
+    return (DatasetError, RegistryError, ContractError, PolicyError, CostError, FileNotFoundError)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -236,8 +236,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = train(args.events, args.labels, args.model_out, args.train_start,
-                           args.train_end, args.as_of)
+            result = train(
+                args.events,
+                args.labels,
+                args.model_out,
+                args.train_start,
+                args.train_end,
+                args.as_of,
+            )
         except _training_errors() as exc:
             raise UserError(str(exc)) from exc
     for w in caught:
@@ -250,8 +256,7 @@ def _cmd_score_batch(args: argparse.Namespace) -> int:
     from trainers.train import score_batch
 
     try:
-        result = score_batch(args.model, args.events, args.labels, args.start, args.end,
-                             args.out)
+        result = score_batch(args.model, args.events, args.labels, args.start, args.end, args.out)
     except _training_errors() as exc:
         raise UserError(str(exc)) from exc
     print(json.dumps(result, indent=2))
@@ -265,21 +270,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from trainers.train import evaluate_model
 
     try:
-        report, version = evaluate_model(args.model, args.events, args.labels, args.start,
-                                         args.end, args.truth, args.fallback)
+        report, version = evaluate_model(
+            args.model, args.events, args.labels, args.start, args.end, args.truth, args.fallback
+        )
     except _training_errors() as exc:
         raise UserError(str(exc)) from exc
     out = Path(args.out or f"reports/evaluation-{version}{'-fallback' if args.fallback else ''}")
-    json_path, html_path = write_report(report, out, f"Evaluation of {report['model_version']}"
-                                        f" on [{args.start}, {args.end})")
+    json_path, html_path = write_report(
+        report, out, f"Evaluation of {report['model_version']} on [{args.start}, {args.end})"
+    )
     o = report["overall"]
     c = o["cost_per_1000"]
-    print(f"{report['model_version']} on [{args.start}, {args.end}): {o['attempts']:,} attempts,"
-          f" {o['fraud']:,} fraud ({report['window']['targets']})")
-    print(f"  PR-AUC {o['pr_auc']:.4f}  ROC-AUC {o['roc_auc']:.4f}  recall@1% decline "
-          f"{o['recall_at_1pct_decline']:.3f}")
-    print(f"  cost per 1,000 attempts: model ${c['model']:,.2f}  rules-only "
-          f"${c['rules_only']:,.2f}  approve-all ${c['approve_all']:,.2f}")
+    print(
+        f"{report['model_version']} on [{args.start}, {args.end}): {o['attempts']:,} attempts,"
+        f" {o['fraud']:,} fraud ({report['window']['targets']})"
+    )
+    print(
+        f"  PR-AUC {o['pr_auc']:.4f}  ROC-AUC {o['roc_auc']:.4f}  recall@1% decline "
+        f"{o['recall_at_1pct_decline']:.3f}"
+    )
+    print(
+        f"  cost per 1,000 attempts: model ${c['model']:,.2f}  rules-only "
+        f"${c['rules_only']:,.2f}  approve-all ${c['approve_all']:,.2f}"
+    )
     print(f"  report: {json_path}  {html_path}")
     return 0
 
@@ -288,8 +301,16 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from trainers.promotion import promote
 
     try:
-        ok, lines = promote(args.version, args.stage, args.events, args.labels, args.start,
-                            args.end, args.truth, args.force)
+        ok, lines = promote(
+            args.version,
+            args.stage,
+            args.events,
+            args.labels,
+            args.start,
+            args.end,
+            args.truth,
+            args.force,
+        )
     except _training_errors() as exc:
         raise UserError(str(exc)) from exc
     for line in lines:
@@ -322,50 +343,75 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_training(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model version on matured labels (no cluster)",
-                       description="Point-in-time features, label maturity, CatBoost with a "
-                       "request-only fallback; writes an immutable registry version.")
+    p = sub.add_parser(
+        "train",
+        help="train a model version on matured labels (no cluster)",
+        description="Point-in-time features, label maturity, CatBoost with a "
+        "request-only fallback; writes an immutable registry version.",
+    )
     p.add_argument("--events", required=True, help="attempts: Parquet file or folder")
     p.add_argument("--labels", required=True, help="labels: Parquet file or folder")
     p.add_argument("--model-out", required=True, help="new version folder, e.g. models/v1")
     p.add_argument("--train-start", default=None, help="ISO date, inclusive (UTC)")
-    p.add_argument("--train-end", default=None,
-                   help="ISO date, exclusive (default: as-of minus label maturity)")
+    p.add_argument(
+        "--train-end",
+        default=None,
+        help="ISO date, exclusive (default: as-of minus label maturity)",
+    )
     p.add_argument("--as-of", default=None, help="ISO date the labels are known up to")
     p.set_defaults(handler=_cmd_train)
 
     def window(p: argparse.ArgumentParser, labels_required: bool) -> None:
-        p.add_argument("--events", required=True, help="attempts: Parquet file or folder "
-                       "(the whole history: features are point-in-time)")
-        p.add_argument("--labels", required=labels_required, default=None,
-                       help="labels: Parquet file or folder")
+        p.add_argument(
+            "--events",
+            required=True,
+            help="attempts: Parquet file or folder (the whole history: features are point-in-time)",
+        )
+        p.add_argument(
+            "--labels",
+            required=labels_required,
+            default=None,
+            help="labels: Parquet file or folder",
+        )
         p.add_argument("--start", required=True, help="ISO date, inclusive (UTC)")
         p.add_argument("--end", required=True, help="ISO date, exclusive (UTC)")
 
-    p = sub.add_parser("score-batch", help="score a window of attempts with a model version",
-                       description="Write transaction_id, score (p(fraud)) and action for "
-                       "the attempts in [start, end).")
+    p = sub.add_parser(
+        "score-batch",
+        help="score a window of attempts with a model version",
+        description="Write transaction_id, score (p(fraud)) and action for "
+        "the attempts in [start, end).",
+    )
     p.add_argument("--model", required=True, help="version folder or registry version name")
     window(p, labels_required=False)
     p.add_argument("--out", required=True, help="output Parquet file")
     p.set_defaults(handler=_cmd_score_batch)
 
-    p = sub.add_parser("evaluate", help="evaluate a model version by cost, PR and segment",
-                       description="PR-AUC, ROC-AUC, recall at decline rates, card "
-                       "precision@100, cost per 1,000 attempts vs approve-all and rules-only, "
-                       "calibration; overall and per segment. JSON + HTML.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model version by cost, PR and segment",
+        description="PR-AUC, ROC-AUC, recall at decline rates, card "
+        "precision@100, cost per 1,000 attempts vs approve-all and rules-only, "
+        "calibration; overall and per segment. JSON + HTML.",
+    )
     p.add_argument("--model", required=True, help="version folder or registry version name")
     window(p, labels_required=True)
-    p.add_argument("--truth", default=None,
-                   help="simulator truth folder: complete targets instead of known labels")
+    p.add_argument(
+        "--truth",
+        default=None,
+        help="simulator truth folder: complete targets instead of known labels",
+    )
     p.add_argument("--fallback", action="store_true", help="evaluate the fallback model")
     p.add_argument("--out", default=None, help="report folder (default reports/...)")
     p.set_defaults(handler=_cmd_evaluate)
 
-    p = sub.add_parser("promote", help="move a version to shadow, canary or champion",
-                       description="Promotion to champion must beat the current champion on "
-                       "the same window by expected cost without regressing any segment "
-                       "beyond the tolerance in configs/training/promotion.yaml.")
+    p = sub.add_parser(
+        "promote",
+        help="move a version to shadow, canary or champion",
+        description="Promotion to champion must beat the current champion on "
+        "the same window by expected cost without regressing any segment "
+        "beyond the tolerance in configs/training/promotion.yaml.",
+    )
     p.add_argument("version")
     p.add_argument("--stage", required=True, choices=["shadow", "canary", "champion"])
     p.add_argument("--events", default=None, help="attempts for the comparison window")
@@ -376,16 +422,23 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     p.set_defaults(handler=_cmd_promote)
 
-    p = sub.add_parser("rollback", help="make the previous champion the champion again",
-                       description="Instant: rewrites the registry's stage file.")
+    p = sub.add_parser(
+        "rollback",
+        help="make the previous champion the champion again",
+        description="Instant: rewrites the registry's stage file.",
+    )
     p.set_defaults(handler=_cmd_rollback)
 
-    p = sub.add_parser("models", help="list registry versions and their stages",
-                       description="List model versions under models/ (CHECKOUT_RISK_MODELS).")
+    p = sub.add_parser(
+        "models",
+        help="list registry versions and their stages",
+        description="List model versions under models/ (CHECKOUT_RISK_MODELS).",
+    )
     p.set_defaults(handler=_cmd_models)
 
 
 # ---- the local Ray cluster and the retraining job ---------------------------------------
+
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from checkout_risk import cluster
@@ -427,9 +480,15 @@ def resolved_training_config(config: str, overrides: dict[str, Any]) -> Path:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from checkout_risk import cluster
 
-    path = resolved_training_config(args.config, {
-        "events": args.events, "labels": args.labels, "registry": args.registry,
-        "workers": args.workers})
+    path = resolved_training_config(
+        args.config,
+        {
+            "events": args.events,
+            "labels": args.labels,
+            "registry": args.registry,
+            "workers": args.workers,
+        },
+    )
     try:
         cluster.up()
     except cluster.ClusterError as exc:
@@ -439,21 +498,31 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cluster", help="start, stop or check the local Ray cluster",
-                       description="The local Ray head node (GCS 127.0.0.1:6390, job API and "
-                       "dashboard 127.0.0.1:8265, token auth).")
+    p = sub.add_parser(
+        "cluster",
+        help="start, stop or check the local Ray cluster",
+        description="The local Ray head node (GCS 127.0.0.1:6390, job API and "
+        "dashboard 127.0.0.1:8265, token auth).",
+    )
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(handler=_cmd_cluster)
 
-    p = sub.add_parser("retrain", help="submit the Ray Train retraining job to the cluster",
-                       description="`ray job submit` of trainers.retrain with the config's "
-                       "paths made absolute; starts the local cluster if needed.")
+    p = sub.add_parser(
+        "retrain",
+        help="submit the Ray Train retraining job to the cluster",
+        description="`ray job submit` of trainers.retrain with the config's "
+        "paths made absolute; starts the local cluster if needed.",
+    )
     p.add_argument("--config", default="configs/training/default.yaml")
     p.add_argument("--events", default=None, help="override the config's attempts path")
     p.add_argument("--labels", default=None, help="override the config's labels path")
     p.add_argument("--registry", default=None, help="override the config's registry path")
-    p.add_argument("--workers", type=_positive_int, default=None,
-                   help="Ray Train workers (models on shards are averaged)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="Ray Train workers (models on shards are averaged)",
+    )
     p.set_defaults(handler=_cmd_retrain)
 
 

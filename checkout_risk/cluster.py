@@ -56,10 +56,17 @@ def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
     """Start the head node unless it is already running; returns the GCS address."""
     if is_up():
         return ADDRESS
-    cmd = [_ray(), "start", "--head", f"--port={GCS_PORT}",
-           f"--num-cpus={num_cpus or os.cpu_count() or 2}", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
-           "--disable-usage-stats"]
+    cmd = [
+        _ray(),
+        "start",
+        "--head",
+        f"--port={GCS_PORT}",
+        f"--num-cpus={num_cpus or os.cpu_count() or 2}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={DASHBOARD_PORT}",
+        "--disable-usage-stats",
+    ]
     result = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True)
     if result.returncode != 0:
         raise ClusterError(f"ray start failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
@@ -77,6 +84,15 @@ def down() -> None:
 
 def submit(entrypoint: list[str], working_dir: Path = ROOT) -> int:
     """`ray job submit` to the local cluster, streaming the job's output; returns its exit."""
-    cmd = [_ray(), "job", "submit", "--address", JOBS_URL, "--working-dir", str(working_dir),
-           "--", *entrypoint]
+    cmd = [
+        _ray(),
+        "job",
+        "submit",
+        "--address",
+        JOBS_URL,
+        "--working-dir",
+        str(working_dir),
+        "--",
+        *entrypoint,
+    ]
     return subprocess.run(cmd, env=ray_env()).returncode

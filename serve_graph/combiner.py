@@ -15,11 +15,13 @@ from serve_graph.decisioning import Costs, actions_for, stricter
 from serve_graph.policy import Policy, evaluate_frame
 
 
-def combine_frame(frame: pd.DataFrame, fraud_probability: np.ndarray, policy: Policy,
-                  costs: Costs) -> tuple[np.ndarray, list[list[str]]]:
+def combine_frame(
+    frame: pd.DataFrame, fraud_probability: np.ndarray, policy: Policy, costs: Costs
+) -> tuple[np.ndarray, list[list[str]]]:
     """Final action per row and the policy rules that fired."""
-    proposed = actions_for(costs, fraud_probability, frame["amount_usd"].to_numpy(),
-                           frame["region"].to_numpy())
+    proposed = actions_for(
+        costs, fraud_probability, frame["amount_usd"].to_numpy(), frame["region"].to_numpy()
+    )
     override, hits = evaluate_frame(policy, frame)
     forced = np.asarray([o is not None for o in override])
     final = proposed.copy()

@@ -107,13 +107,22 @@ def actions_for(
 
 
 def action_for(costs: Costs, fraud_probability: float, amount_usd: float, region: str) -> str:
-    return str(actions_for(costs, np.array([fraud_probability]), np.array([amount_usd]),
-                           np.array([region], dtype=object))[0])
+    return str(
+        actions_for(
+            costs,
+            np.array([fraud_probability]),
+            np.array([amount_usd]),
+            np.array([region], dtype=object),
+        )[0]
+    )
 
 
 def realized_costs(
-    costs: Costs, actions: np.ndarray, is_fraud: np.ndarray, amount_usd: np.ndarray,
-    region: np.ndarray
+    costs: Costs,
+    actions: np.ndarray,
+    is_fraud: np.ndarray,
+    amount_usd: np.ndarray,
+    region: np.ndarray,
 ) -> np.ndarray:
     """What each decision actually cost, given the truth (for evaluation and backtests)."""
     actions = np.asarray(actions, dtype=object)

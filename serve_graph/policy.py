@@ -24,8 +24,14 @@ from serve_graph.decisioning import SEVERITY
 ROOT = Path(__file__).resolve().parent.parent
 CHAMPION_POLICY = ROOT / "configs" / "policies" / "champion.yaml"
 
-_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-        ">": operator.gt, ">=": operator.ge}
+_OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 class PolicyError(ValueError):
@@ -86,15 +92,18 @@ class Policy(pydantic.BaseModel):
         return self
 
     def fields(self) -> set[str]:
-        return ({c.field for r in self.rules for c in r.when} | set(self.lists.block)
-                | set(self.lists.allow))
+        return (
+            {c.field for r in self.rules for c in r.when}
+            | set(self.lists.block)
+            | set(self.lists.allow)
+        )
 
 
 @dataclass(frozen=True)
 class PolicyResult:
     """What the policy says about one attempt: an override (or None) and why."""
 
-    action: str | None      # "approve" (allow-listed), "step_up", "block", or None
+    action: str | None  # "approve" (allow-listed), "step_up", "block", or None
     rule_ids: tuple[str, ...]
 
 

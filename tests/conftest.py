@@ -73,3 +73,46 @@ def medium_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "medium"
     simulate(load_scenario(), days=60, tx_per_day=4000, seed=11, out=out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def training_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """75 days x 2,500 attempts/day with a 0.6% fraud rate: enough matured fraud to learn."""
+    from simulator.config import load_scenario
+    from simulator.marketplace import simulate
+
+    out = tmp_path_factory.mktemp("sim") / "training"
+    simulate(
+        load_scenario(overrides={"fraud": {"rate": 0.006}}),
+        days=75,
+        tx_per_day=2500,
+        seed=21,
+        out=out,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def trained(training_sim: Path, registry_root: Path) -> dict:
+    """One model version trained locally (no cluster) on the training marketplace."""
+    from trainers.train import train
+
+    return train(training_sim / "events", training_sim / "labels", registry_root / "v1")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One real local Ray cluster for the whole test session."""
+    from checkout_risk import cluster
+
+    was_up = cluster.is_up()
+    address = cluster.up()
+    yield address
+    if not was_up:
+        cluster.down()

@@ -45,16 +45,17 @@ class Maturity:
     """The chargeback arrival curve and the age after which an attempt counts as labelled."""
 
     days: float
-    coverage: float                      # share of eventual labels arrived by `days`
-    curve: dict[str, float]              # quantile of the delay distribution -> days
+    coverage: float  # share of eventual labels arrived by `days`
+    curve: dict[str, float]  # quantile of the delay distribution -> days
     labelled_attempts: int
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def arrival_curve(delays_days: np.ndarray, windows_days: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def arrival_curve(
+    delays_days: np.ndarray, windows_days: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Distribution of label delays, corrected for right truncation.
 
     A delay is only observed when it is shorter than the time the attempt has been
@@ -77,34 +78,50 @@ def arrival_curve(delays_days: np.ndarray, windows_days: np.ndarray
     return values, tail
 
 
-def estimate_maturity(attempts: pd.DataFrame, labels: pd.DataFrame, as_of: pd.Timestamp,
-                      coverage: float = 0.9, min_days: float = 7.0, max_days: float = 120.0
-                      ) -> Maturity:
+def estimate_maturity(
+    attempts: pd.DataFrame,
+    labels: pd.DataFrame,
+    as_of: pd.Timestamp,
+    coverage: float = 0.9,
+    min_days: float = 7.0,
+    max_days: float = 120.0,
+) -> Maturity:
     """The smallest age by which `coverage` of fraud labels have arrived (bounded)."""
-    first = (labels[labels["kind"].isin(FRAUD_LABEL_KINDS)]
-             .groupby("transaction_id")["label_time"].min().rename("label_time").reset_index())
+    first = (
+        labels[labels["kind"].isin(FRAUD_LABEL_KINDS)]
+        .groupby("transaction_id")["label_time"]
+        .min()
+        .rename("label_time")
+        .reset_index()
+    )
     joined = first.merge(attempts[["transaction_id", "event_time"]], on="transaction_id")
     joined = joined[joined["label_time"] <= as_of]
     if len(joined) < 20:
-        return Maturity(days=max_days, coverage=float("nan"), curve={},
-                        labelled_attempts=len(joined))
+        return Maturity(
+            days=max_days, coverage=float("nan"), curve={}, labelled_attempts=len(joined)
+        )
     delay = (joined["label_time"] - joined["event_time"]).dt.total_seconds().to_numpy() / 86_400
     window = (as_of - joined["event_time"]).dt.total_seconds().to_numpy() / 86_400
     delay = np.clip(delay, 0.0, None)
     values, cdf = arrival_curve(delay, window)
     reached = values[cdf >= coverage]
     days = float(np.clip(reached[0] if len(reached) else max_days, min_days, max_days))
-    curve = {f"p{int(q * 100)}": round(float(values[np.searchsorted(cdf, q)]), 2)
-             for q in (0.5, 0.75, 0.9, 0.95) if np.searchsorted(cdf, q) < len(values)}
-    return Maturity(days=round(days, 2), coverage=coverage, curve=curve,
-                    labelled_attempts=len(joined))
+    curve = {
+        f"p{int(q * 100)}": round(float(values[np.searchsorted(cdf, q)]), 2)
+        for q in (0.5, 0.75, 0.9, 0.95)
+        if np.searchsorted(cdf, q) < len(values)
+    }
+    return Maturity(
+        days=round(days, 2), coverage=coverage, curve=curve, labelled_attempts=len(joined)
+    )
 
 
 def targets(attempts: pd.DataFrame, labels: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
     """1 where a fraud label was known by `as_of` and not later overturned (dispute won)."""
     known = labels[labels["label_time"] <= as_of]
-    fraud_time = known[known["kind"].isin(FRAUD_LABEL_KINDS)].groupby(
-        "transaction_id")["label_time"].min()
+    fraud_time = (
+        known[known["kind"].isin(FRAUD_LABEL_KINDS)].groupby("transaction_id")["label_time"].min()
+    )
     won_time = known[known["kind"] == "dispute_won"].groupby("transaction_id")["label_time"].max()
     fraud = attempts["transaction_id"].map(fraud_time)
     won = attempts["transaction_id"].map(won_time)
@@ -117,8 +134,10 @@ def check_labels(attempts: pd.DataFrame, labels: pd.DataFrame) -> None:
     unknown = ~labels["transaction_id"].isin(set(attempts["transaction_id"]))
     if unknown.any():
         example = labels.loc[unknown, "transaction_id"].iloc[0]
-        raise DatasetError(f"{int(unknown.sum())} label(s) refer to unknown transactions, "
-                           f"e.g. {example!r}: are the attempts and labels the same dataset?")
+        raise DatasetError(
+            f"{int(unknown.sum())} label(s) refer to unknown transactions, "
+            f"e.g. {example!r}: are the attempts and labels the same dataset?"
+        )
 
 
 @dataclasses.dataclass
@@ -132,10 +151,15 @@ class TrainingSet:
     window: dict[str, str]
 
     def describe(self) -> dict[str, Any]:
-        return {"as_of": self.as_of.isoformat(), "window": self.window,
-                "maturity": self.maturity.as_dict(),
-                "train_rows": len(self.train), "train_fraud": int(self.train["is_fraud"].sum()),
-                "valid_rows": len(self.valid), "valid_fraud": int(self.valid["is_fraud"].sum())}
+        return {
+            "as_of": self.as_of.isoformat(),
+            "window": self.window,
+            "maturity": self.maturity.as_dict(),
+            "train_rows": len(self.train),
+            "train_fraud": int(self.train["is_fraud"].sum()),
+            "valid_rows": len(self.valid),
+            "valid_fraud": int(self.valid["is_fraud"].sum()),
+        }
 
 
 def _day(value: str | dt.date | None, name: str) -> pd.Timestamp | None:
@@ -158,13 +182,22 @@ class Window:
     end: pd.Timestamp
 
     def bounds(self) -> dict[str, str]:
-        return {"train_start": str(self.start.date()), "valid_start": str(self.valid_start.date()),
-                "end": str(self.end.date())}
+        return {
+            "train_start": str(self.start.date()),
+            "valid_start": str(self.valid_start.date()),
+            "end": str(self.end.date()),
+        }
 
 
-def choose_window(attempts: pd.DataFrame, labels: pd.DataFrame, train_start: str | None = None,
-                  train_end: str | None = None, as_of: str | None = None, valid_days: int = 7,
-                  coverage: float = 0.9) -> Window:
+def choose_window(
+    attempts: pd.DataFrame,
+    labels: pd.DataFrame,
+    train_start: str | None = None,
+    train_end: str | None = None,
+    as_of: str | None = None,
+    valid_days: int = 7,
+    coverage: float = 0.9,
+) -> Window:
     """Training window ending at ``as_of - maturity`` unless given; ISO days, end-exclusive.
 
     ``as_of`` defaults to the latest time in the tables. An explicit end later than the
@@ -172,38 +205,51 @@ def choose_window(attempts: pd.DataFrame, labels: pd.DataFrame, train_start: str
     have not arrived yet.
     """
     check_labels(attempts, labels)
-    latest = max(attempts["event_time"].max(),
-                 labels["label_time"].max() if len(labels) else attempts["event_time"].max())
+    latest = max(
+        attempts["event_time"].max(),
+        labels["label_time"].max() if len(labels) else attempts["event_time"].max(),
+    )
     now = _day(as_of, "--as-of") if as_of else latest
     maturity = estimate_maturity(attempts, labels, now, coverage=coverage)
     mature_end = (now - pd.Timedelta(days=maturity.days)).floor("D") + pd.Timedelta(days=1)
     start = _day(train_start, "--train-start") or attempts["event_time"].min().floor("D")
     end = _day(train_end, "--train-end") or mature_end
     if end <= start:
-        raise DatasetError(f"empty training window [{start.date()}, {end.date()}) "
-                           f"(labels mature after {maturity.days:g} days; as of {now.date()})")
+        raise DatasetError(
+            f"empty training window [{start.date()}, {end.date()}) "
+            f"(labels mature after {maturity.days:g} days; as of {now.date()})"
+        )
     if train_end is not None and end > mature_end:
-        warnings.warn(f"training window ends {end.date()}, after the label maturity cut-off "
-                      f"{mature_end.date()}: recent attempts will look legitimate only because "
-                      "their chargebacks have not arrived yet", ImmatureWindowWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"training window ends {end.date()}, after the label maturity cut-off "
+            f"{mature_end.date()}: recent attempts will look legitimate only because "
+            "their chargebacks have not arrived yet",
+            ImmatureWindowWarning,
+            stacklevel=2,
+        )
     valid_start = max(end - pd.Timedelta(days=valid_days), start + (end - start) / 2).floor("D")
     return Window(now, maturity, start, valid_start, end)
 
 
-def build_training_set(features: pd.DataFrame, attempts: pd.DataFrame, labels: pd.DataFrame,
-                       train_start: str | None = None, train_end: str | None = None,
-                       as_of: str | None = None, valid_days: int = 7,
-                       coverage: float = 0.9) -> TrainingSet:
+def build_training_set(
+    features: pd.DataFrame,
+    attempts: pd.DataFrame,
+    labels: pd.DataFrame,
+    train_start: str | None = None,
+    train_end: str | None = None,
+    as_of: str | None = None,
+    valid_days: int = 7,
+    coverage: float = 0.9,
+) -> TrainingSet:
     """Join features (offline engine output) with targets and split by time."""
-    window = choose_window(attempts, labels, train_start, train_end, as_of, valid_days,
-                           coverage)
+    window = choose_window(attempts, labels, train_start, train_end, as_of, valid_days, coverage)
     frame = features.merge(attempts[["transaction_id", *CONTEXT_COLUMNS]], on="transaction_id")
     frame["is_fraud"] = targets(frame, labels, window.as_of)
     frame = frame[(frame["event_time"] >= window.start) & (frame["event_time"] < window.end)]
     if frame.empty:
-        raise DatasetError(f"no attempts in the training window [{window.start.date()}, "
-                           f"{window.end.date()})")
+        raise DatasetError(
+            f"no attempts in the training window [{window.start.date()}, {window.end.date()})"
+        )
     train = frame[frame["event_time"] < window.valid_start].reset_index(drop=True)
     valid = frame[frame["event_time"] >= window.valid_start].reset_index(drop=True)
     check_fraud_counts(train, valid)
@@ -213,8 +259,10 @@ def build_training_set(features: pd.DataFrame, attempts: pd.DataFrame, labels: p
 def check_fraud_counts(train: pd.DataFrame, valid: pd.DataFrame, minimum: int = 5) -> None:
     for name, part in (("training", train), ("validation", valid)):
         if part["is_fraud"].sum() < minimum:
-            raise DatasetError(f"the {name} split has {int(part['is_fraud'].sum())} fraud "
-                               "labels; widen the window or wait for labels to mature")
+            raise DatasetError(
+                f"the {name} split has {int(part['is_fraud'].sum())} fraud "
+                "labels; widen the window or wait for labels to mature"
+            )
 
 
 def load_tables(events: str | Path, labels: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

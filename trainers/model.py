@@ -38,8 +38,9 @@ def categorical(features: Sequence[str]) -> list[str]:
     return [f for f in features if FEATURE_BY_NAME[f].dtype == "category"]
 
 
-def to_pool(frame: pd.DataFrame | dict[str, Any], features: Sequence[str],
-            label: np.ndarray | None = None) -> catboost.Pool:
+def to_pool(
+    frame: pd.DataFrame | dict[str, Any], features: Sequence[str], label: np.ndarray | None = None
+) -> catboost.Pool:
     """A CatBoost Pool with categoricals as strings and numbers as floats."""
     cats = set(categorical(features))
     data = {}
@@ -87,11 +88,13 @@ class FraudModel:
         """Calibrated p(fraud) for every row of a batch."""
         return self.calibration.apply(self.raw_scores(frame))
 
-    def contributions(self, frame: pd.DataFrame | dict[str, Any], top: int = 5
-                      ) -> list[list[tuple[str, float]]]:
+    def contributions(
+        self, frame: pd.DataFrame | dict[str, Any], top: int = 5
+    ) -> list[list[tuple[str, float]]]:
         """Top SHAP contributions (log-odds) per row: the reason codes of a decision."""
-        shap = self.booster.get_feature_importance(to_pool(frame, self.features),
-                                                   type="ShapValues")[:, :-1]
+        shap = self.booster.get_feature_importance(
+            to_pool(frame, self.features), type="ShapValues"
+        )[:, :-1]
         out = []
         for row in shap:
             order = np.argsort(-np.abs(row))[:top]
@@ -102,28 +105,37 @@ class FraudModel:
         self.booster.save_model(str(directory / f"{name}.cbm"))
 
     @classmethod
-    def load(cls, directory: Path, name: str, features: Sequence[str],
-             calibration: dict[str, float]) -> FraudModel:
+    def load(
+        cls, directory: Path, name: str, features: Sequence[str], calibration: dict[str, float]
+    ) -> FraudModel:
         booster = catboost.CatBoostClassifier()
         booster.load_model(str(directory / f"{name}.cbm"))
         return cls(booster, tuple(features), Calibration(**calibration))
 
 
-def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, features: Sequence[str],
-                params: dict[str, Any] | None = None, thread_count: int = -1
-                ) -> catboost.CatBoostClassifier:
+def fit_booster(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    features: Sequence[str],
+    params: dict[str, Any] | None = None,
+    thread_count: int = -1,
+) -> catboost.CatBoostClassifier:
     """Fit with early stopping on the (later) validation window."""
     settings = DEFAULT_PARAMS | (params or {})
-    booster = catboost.CatBoostClassifier(**settings, thread_count=thread_count, verbose=False,
-                                          allow_writing_files=False)
-    booster.fit(to_pool(train, features, train["is_fraud"].to_numpy()),
-                eval_set=to_pool(valid, features, valid["is_fraud"].to_numpy()),
-                use_best_model=True)
+    booster = catboost.CatBoostClassifier(
+        **settings, thread_count=thread_count, verbose=False, allow_writing_files=False
+    )
+    booster.fit(
+        to_pool(train, features, train["is_fraud"].to_numpy()),
+        eval_set=to_pool(valid, features, valid["is_fraud"].to_numpy()),
+        use_best_model=True,
+    )
     return booster
 
 
-def average_boosters(boosters: Sequence[catboost.CatBoostClassifier]
-                     ) -> catboost.CatBoostClassifier:
+def average_boosters(
+    boosters: Sequence[catboost.CatBoostClassifier],
+) -> catboost.CatBoostClassifier:
     """Average shard models (data-parallel training) into one model."""
     if len(boosters) == 1:
         return boosters[0]
@@ -137,8 +149,13 @@ def average_boosters(boosters: Sequence[catboost.CatBoostClassifier]
     return out
 
 
-def train_model(train: pd.DataFrame, valid: pd.DataFrame, features: Sequence[str],
-                params: dict[str, Any] | None = None, thread_count: int = -1) -> FraudModel:
+def train_model(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    features: Sequence[str],
+    params: dict[str, Any] | None = None,
+    thread_count: int = -1,
+) -> FraudModel:
     booster = fit_booster(train, valid, features, params, thread_count)
     raw = booster.predict_proba(to_pool(valid, features))[:, 1]
     return FraudModel(booster, tuple(features), Calibration.fit(raw, valid["is_fraud"]))

@@ -49,8 +49,13 @@ def code_hash() -> dict[str, str]:
         for path in sorted((ROOT / folder).rglob("*.py")):
             digest.update(path.read_bytes())
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         rev = "unknown"
     return {"sha256": digest.hexdigest(), "git_revision": rev}
@@ -67,8 +72,9 @@ class ModelVersion:
     fallback: FraudModel
 
 
-def write_version(directory: Path, model: FraudModel, fallback: FraudModel,
-                  metadata: dict[str, Any]) -> Path:
+def write_version(
+    directory: Path, model: FraudModel, fallback: FraudModel, metadata: dict[str, Any]
+) -> Path:
     """Write a new immutable version folder at `directory` (must not exist)."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
@@ -100,8 +106,9 @@ def load_version(path_or_version: str | Path, root: Path | None = None) -> Model
         raise RegistryError(f"no model version at {path_or_version}")
     meta = json.loads((path / "metadata.json").read_text())
     model = FraudModel.load(path, "model", meta["features"], meta["calibration"])
-    fallback = FraudModel.load(path, "fallback", meta["fallback"]["features"],
-                               meta["fallback"]["calibration"])
+    fallback = FraudModel.load(
+        path, "fallback", meta["fallback"]["features"], meta["fallback"]["calibration"]
+    )
     return ModelVersion(meta["version"], path, meta, model, fallback)
 
 
@@ -115,8 +122,9 @@ class Registry:
     def versions(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and (p / "metadata.json").exists())
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and (p / "metadata.json").exists()
+        )
 
     def state(self) -> dict[str, Any]:
         if not self.file.exists():
@@ -140,9 +148,16 @@ class Registry:
         state = self.state()
         previous = state["stages"].get(stage)
         state["stages"][stage] = version
-        state["history"].append({"at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                 "event": "promote", "stage": stage, "version": version,
-                                 "previous": previous, "reason": reason})
+        state["history"].append(
+            {
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "event": "promote",
+                "stage": stage,
+                "version": version,
+                "previous": previous,
+                "reason": reason,
+            }
+        )
         self._save(state)
         return state
 
@@ -150,17 +165,27 @@ class Registry:
         """Make the previous champion the champion again; returns (from, to)."""
         state = self.state()
         current = state["stages"].get("champion")
-        earlier = [h for h in state["history"] if h["stage"] == "champion"
-                   and h["event"] in ("promote", "rollback")]
+        earlier = [
+            h
+            for h in state["history"]
+            if h["stage"] == "champion" and h["event"] in ("promote", "rollback")
+        ]
         if current is None or not earlier or earlier[-1].get("previous") is None:
             raise RegistryError("no previous champion to roll back to")
         target = earlier[-1]["previous"]
         state["stages"]["champion"] = target
         # the entry records where we came from, so a second rollback goes further back
         older = [h for h in earlier[:-1] if h["version"] == target]
-        state["history"].append({"at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                 "event": "rollback", "stage": "champion", "version": target,
-                                 "previous": older[-1]["previous"] if older else None,
-                                 "rolled_back": current, "reason": "rollback"})
+        state["history"].append(
+            {
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "event": "rollback",
+                "stage": "champion",
+                "version": target,
+                "previous": older[-1]["previous"] if older else None,
+                "rolled_back": current,
+                "reason": "rollback",
+            }
+        )
         self._save(state)
         return current, target

@@ -56,8 +56,10 @@ class RetrainConfig(pydantic.BaseModel):
     @classmethod
     def _absolute(cls, value: str) -> str:
         if "://" not in value and not os.path.isabs(value):
-            raise ValueError(f"{value!r} must be an absolute path or a URI (the job runs in a "
-                             "copy of the working directory)")
+            raise ValueError(
+                f"{value!r} must be an absolute path or a URI (the job runs in a "
+                "copy of the working directory)"
+            )
         return value
 
 
@@ -75,8 +77,9 @@ def _features_task(events: str, labels: str, out_dir: str) -> dict[str, Any]:
     from trainers.datasets import CONTEXT_COLUMNS
 
     started = time.perf_counter()
-    context = read_attempt_columns(events, ["transaction_id", *CONTEXT_COLUMNS,
-                                            "merchant_created_at"])
+    context = read_attempt_columns(
+        events, ["transaction_id", *CONTEXT_COLUMNS, "merchant_created_at"]
+    )
     rows = 0
     for i, part in enumerate(iter_features(events, labels)):
         part = part.merge(context, on="transaction_id", how="left")
@@ -86,9 +89,11 @@ def _features_task(events: str, labels: str, out_dir: str) -> dict[str, Any]:
         part["fallback_merchant_age_days"] = age.clip(lower=0).where(created.notna(), -1.0)
         part.to_parquet(f"{out_dir}/part-{i:05d}.parquet", index=False)
         rows += len(part)
-    return {"rows": rows, "seconds": time.perf_counter() - started,
-            "first_event": str(pd.read_parquet(f"{out_dir}/part-00000.parquet")
-                               ["event_time"].min())}
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "first_event": str(pd.read_parquet(f"{out_dir}/part-00000.parquet")["event_time"].min()),
+    }
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -99,24 +104,46 @@ def _train_loop(config: dict[str, Any]) -> None:
     from trainers.model import fit_booster
 
     ctx = ray.train.get_context()
-    train = pd.concat(list(ray.train.get_dataset_shard("train").iter_batches(
-        batch_format="pandas", batch_size=None)), ignore_index=True)
-    valid = pd.concat(list(ray.train.get_dataset_shard("valid").iter_batches(
-        batch_format="pandas", batch_size=None)), ignore_index=True)
+    train = pd.concat(
+        list(
+            ray.train.get_dataset_shard("train").iter_batches(
+                batch_format="pandas", batch_size=None
+            )
+        ),
+        ignore_index=True,
+    )
+    valid = pd.concat(
+        list(
+            ray.train.get_dataset_shard("valid").iter_batches(
+                batch_format="pandas", batch_size=None
+            )
+        ),
+        ignore_index=True,
+    )
     threads = max(1, int(config["threads"]))
     started = time.perf_counter()
     main = fit_booster(train, valid, config["features"], config["params"], threads)
-    fallback = fit_booster(_as_fallback(train), _as_fallback(valid), config["fallback_features"],
-                           config["params"], threads)
+    fallback = fit_booster(
+        _as_fallback(train),
+        _as_fallback(valid),
+        config["fallback_features"],
+        config["params"],
+        threads,
+    )
     rank = ctx.get_world_rank()
     with tempfile.TemporaryDirectory() as tmp:
         main.save_model(f"{tmp}/model-rank{rank}.cbm")
         fallback.save_model(f"{tmp}/fallback-rank{rank}.cbm")
-        ray.train.report({"rank": rank, "train_rows": len(train),
-                          "train_fraud": int(train["is_fraud"].sum()),
-                          "best_iteration": int(main.get_best_iteration() or 0),
-                          "fit_seconds": round(time.perf_counter() - started, 2)},
-                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(
+            {
+                "rank": rank,
+                "train_rows": len(train),
+                "train_fraud": int(train["is_fraud"].sum()),
+                "best_iteration": int(main.get_best_iteration() or 0),
+                "fit_seconds": round(time.perf_counter() - started, 2),
+            },
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+        )
 
 
 def _as_fallback(frame: Any) -> Any:
@@ -154,8 +181,11 @@ def run(config: RetrainConfig) -> dict[str, Any]:
         feature_dir = Path(work) / "features"
         feature_dir.mkdir()
         t0 = time.perf_counter()
-        info = ray.get(ray.remote(num_cpus=1)(_features_task).remote(
-            config.events, config.labels, str(feature_dir)))
+        info = ray.get(
+            ray.remote(num_cpus=1)(_features_task).remote(
+                config.events, config.labels, str(feature_dir)
+            )
+        )
         timings["features"] = round(time.perf_counter() - t0, 2)
 
         # Ray Data preparation: targets, maturity window and the time split
@@ -163,8 +193,15 @@ def run(config: RetrainConfig) -> dict[str, Any]:
         labels = read_labels(config.labels)
         attempts = read_attempt_columns(config.events, ["transaction_id", "event_time"])
         attempts["event_time"] = pd.to_datetime(attempts["event_time"], utc=True)
-        window = choose_window(attempts, labels, config.train_start, config.train_end,
-                               config.as_of, config.valid_days, config.label_coverage)
+        window = choose_window(
+            attempts,
+            labels,
+            config.train_start,
+            config.train_end,
+            config.as_of,
+            config.valid_days,
+            config.label_coverage,
+        )
         fraud_at = _fraud_times(labels, window.as_of)
         bounds = window.bounds()
         features = ray.data.read_parquet(str(feature_dir))
@@ -176,25 +213,36 @@ def run(config: RetrainConfig) -> dict[str, Any]:
             keep["is_fraud"] = keep["transaction_id"].isin(fraud_at).astype("int8")
             return keep
 
-        train_ds = features.map_batches(prepare, batch_format="pandas", fn_kwargs={
-            "lo": bounds["train_start"], "hi": bounds["valid_start"]}).materialize()
-        valid_ds = features.map_batches(prepare, batch_format="pandas", fn_kwargs={
-            "lo": bounds["valid_start"], "hi": bounds["end"]}).materialize()
+        train_ds = features.map_batches(
+            prepare,
+            batch_format="pandas",
+            fn_kwargs={"lo": bounds["train_start"], "hi": bounds["valid_start"]},
+        ).materialize()
+        valid_ds = features.map_batches(
+            prepare,
+            batch_format="pandas",
+            fn_kwargs={"lo": bounds["valid_start"], "hi": bounds["end"]},
+        ).materialize()
         timings["prepare"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
         trainer = DataParallelTrainer(
             _train_loop,
-            train_loop_config={"features": list(MODEL_FEATURES),
-                               "fallback_features": list(FALLBACK_FEATURES),
-                               "params": config.catboost,
-                               "threads": config.cpus_per_worker},
-            scaling_config=ScalingConfig(num_workers=config.workers,
-                                         resources_per_worker={"CPU": config.cpus_per_worker}),
+            train_loop_config={
+                "features": list(MODEL_FEATURES),
+                "fallback_features": list(FALLBACK_FEATURES),
+                "params": config.catboost,
+                "threads": config.cpus_per_worker,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=config.workers, resources_per_worker={"CPU": config.cpus_per_worker}
+            ),
             datasets={"train": train_ds, "valid": valid_ds},
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-            run_config=RunConfig(name=f"retrain-{int(time.time())}",
-                                 storage_path=str(Path(work) / "ray_train")))
+            run_config=RunConfig(
+                name=f"retrain-{int(time.time())}", storage_path=str(Path(work) / "ray_train")
+            ),
+        )
         result = trainer.fit()
         timings["fit"] = round(time.perf_counter() - t0, 2)
         checkpoint: Checkpoint = result.checkpoint
@@ -209,33 +257,53 @@ def run(config: RetrainConfig) -> dict[str, Any]:
                 boosters[kind] = average_boosters(shards)
 
         valid = valid_ds.to_pandas()
-        train_df = train_ds.select_columns(["transaction_id", "event_time", "is_fraud"]
-                                           ).to_pandas()
+        train_df = train_ds.select_columns(["transaction_id", "event_time", "is_fraud"]).to_pandas()
         check_fraud_counts(train_df, valid)
         models = {}
         for kind, features in (("model", MODEL_FEATURES), ("fallback", FALLBACK_FEATURES)):
             frame = valid if kind == "model" else _as_fallback(valid)
             raw = boosters[kind].predict_proba(to_pool(frame, features))[:, 1]
-            models[kind] = FraudModel(boosters[kind], tuple(features),
-                                      Calibration.fit(raw, valid["is_fraud"]))
+            models[kind] = FraudModel(
+                boosters[kind], tuple(features), Calibration.fit(raw, valid["is_fraud"])
+            )
         ts = TrainingSet(train_df, valid, window.as_of, window.maturity, bounds)
         policy, costs = load_policy(), load_costs()
-        report = evaluate_scores(valid, models["model"].predict(valid), valid["is_fraud"],
-                                 policy, costs)
-        fb_report = evaluate_scores(valid, models["fallback"].predict(_as_fallback(valid)),
-                                    valid["is_fraud"], policy, costs)
-        meta = metadata_for(ts, models["model"], models["fallback"], report, fb_report,
-                            config.catboost, "ray_train", timings)
-        meta["ray"] = {"workers": config.workers, "cpus_per_worker": config.cpus_per_worker,
-                       "worker_metrics": result.metrics, "feature_rows": info["rows"]}
+        report = evaluate_scores(
+            valid, models["model"].predict(valid), valid["is_fraud"], policy, costs
+        )
+        fb_report = evaluate_scores(
+            valid, models["fallback"].predict(_as_fallback(valid)), valid["is_fraud"], policy, costs
+        )
+        meta = metadata_for(
+            ts,
+            models["model"],
+            models["fallback"],
+            report,
+            fb_report,
+            config.catboost,
+            "ray_train",
+            timings,
+        )
+        meta["ray"] = {
+            "workers": config.workers,
+            "cpus_per_worker": config.cpus_per_worker,
+            "worker_metrics": result.metrics,
+            "feature_rows": info["rows"],
+        }
         version = f"{config.version_prefix}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
-        path = write_version(Path(config.registry) / version, models["model"],
-                             models["fallback"], meta)
+        path = write_version(
+            Path(config.registry) / version, models["model"], models["fallback"], meta
+        )
     rows = len(train_df) + len(valid)
-    return {"version": version, "path": str(path), "training": ts.describe(),
-            "validation": meta["validation"], "timings_s": timings,
-            "rows_per_s_prepare": round(info["rows"] / max(timings["prepare"], 1e-9)),
-            "rows_per_s_fit": round(rows / max(timings["fit"], 1e-9))}
+    return {
+        "version": version,
+        "path": str(path),
+        "training": ts.describe(),
+        "validation": meta["validation"],
+        "timings_s": timings,
+        "rows_per_s_prepare": round(info["rows"] / max(timings["prepare"], 1e-9)),
+        "rows_per_s_fit": round(rows / max(timings["fit"], 1e-9)),
+    }
 
 
 def _fraud_times(labels: Any, as_of: Any) -> set[str]:
@@ -247,11 +315,19 @@ def _fraud_times(labels: Any, as_of: Any) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.retrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", required=True, help="configs/training/<name>.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (YAML syntax), e.g. --set workers=1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (YAML syntax), e.g. --set workers=1",
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:

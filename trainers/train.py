@@ -44,8 +44,7 @@ def fallback_frame(frame: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
     Without the online store the merchant's first-seen age is unknown, so merchant age
     comes from ``merchant_created_at`` alone.
     """
-    rows = prepare(attempts.set_index("transaction_id").loc[frame["transaction_id"]]
-                   .reset_index())
+    rows = prepare(attempts.set_index("transaction_id").loc[frame["transaction_id"]].reset_index())
     out = request_features(request_columns(rows, np.full(len(rows), -1.0)))
     result = pd.DataFrame(out)
     for c in ("transaction_id", "event_time", "is_fraud"):
@@ -57,28 +56,52 @@ def fallback_frame(frame: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
 def data_hash(ts: TrainingSet) -> str:
     digest = hashlib.sha256()
     for part in (ts.train, ts.valid):
-        digest.update(pd.util.hash_pandas_object(part[["transaction_id", "is_fraud"]],
-                                                 index=False).to_numpy().tobytes())
+        digest.update(
+            pd.util.hash_pandas_object(part[["transaction_id", "is_fraud"]], index=False)
+            .to_numpy()
+            .tobytes()
+        )
     return digest.hexdigest()
 
 
-def fit_models(ts: TrainingSet, attempts: pd.DataFrame, params: dict[str, Any] | None,
-               thread_count: int = -1) -> tuple[FraudModel, FraudModel]:
+def fit_models(
+    ts: TrainingSet, attempts: pd.DataFrame, params: dict[str, Any] | None, thread_count: int = -1
+) -> tuple[FraudModel, FraudModel]:
     """The main model on every feature and the fallback on request-only features."""
     model = train_model(ts.train, ts.valid, MODEL_FEATURES, params, thread_count)
-    fallback = train_model(fallback_frame(ts.train, attempts), fallback_frame(ts.valid, attempts),
-                           FALLBACK_FEATURES, params, thread_count)
+    fallback = train_model(
+        fallback_frame(ts.train, attempts),
+        fallback_frame(ts.valid, attempts),
+        FALLBACK_FEATURES,
+        params,
+        thread_count,
+    )
     return model, fallback
 
 
-def metadata_for(ts: TrainingSet, model: FraudModel, fallback: FraudModel,
-                 valid_report: dict[str, Any], fallback_report: dict[str, Any],
-                 params: dict[str, Any] | None, trained_with: str,
-                 timings: dict[str, float]) -> dict[str, Any]:
+def metadata_for(
+    ts: TrainingSet,
+    model: FraudModel,
+    fallback: FraudModel,
+    valid_report: dict[str, Any],
+    fallback_report: dict[str, Any],
+    params: dict[str, Any] | None,
+    trained_with: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     def headline(report: dict[str, Any]) -> dict[str, Any]:
         o = report["overall"]
-        return {k: o[k] for k in ("attempts", "fraud", "pr_auc", "roc_auc",
-                                  "recall_at_1pct_decline", "cost_per_1000")}
+        return {
+            k: o[k]
+            for k in (
+                "attempts",
+                "fraud",
+                "pr_auc",
+                "roc_auc",
+                "recall_at_1pct_decline",
+                "cost_per_1000",
+            )
+        }
 
     return {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -89,9 +112,11 @@ def metadata_for(ts: TrainingSet, model: FraudModel, fallback: FraudModel,
         "calibration": vars(model.calibration),
         "best_iteration": int(model.booster.get_best_iteration() or 0),
         "params": params or {},
-        "fallback": {"features": list(fallback.features),
-                     "calibration": vars(fallback.calibration),
-                     "validation": headline(fallback_report)},
+        "fallback": {
+            "features": list(fallback.features),
+            "calibration": vars(fallback.calibration),
+            "validation": headline(fallback_report),
+        },
         "training": ts.describe(),
         "validation": headline(valid_report),
         "data_sha256": data_hash(ts),
@@ -100,10 +125,17 @@ def metadata_for(ts: TrainingSet, model: FraudModel, fallback: FraudModel,
     }
 
 
-def train(events: str | Path, labels: str | Path, model_out: str | Path,
-          train_start: str | None = None, train_end: str | None = None,
-          as_of: str | None = None, params: dict[str, Any] | None = None,
-          policy: Policy | None = None, costs: Costs | None = None) -> dict[str, Any]:
+def train(
+    events: str | Path,
+    labels: str | Path,
+    model_out: str | Path,
+    train_start: str | None = None,
+    train_end: str | None = None,
+    as_of: str | None = None,
+    params: dict[str, Any] | None = None,
+    policy: Policy | None = None,
+    costs: Costs | None = None,
+) -> dict[str, Any]:
     """`checkout-risk train`: train and write one registry version to `model_out`."""
     out = Path(model_out)
     if out.exists() and any(out.iterdir()):
@@ -118,23 +150,35 @@ def train(events: str | Path, labels: str | Path, model_out: str | Path,
     model, fallback = fit_models(ts, attempts, params)
     timings["fit"] = round(time.perf_counter() - t0, 2)
     policy, costs = policy or load_policy(), costs or load_costs()
-    valid_report = evaluate_scores(ts.valid, model.predict(ts.valid), ts.valid["is_fraud"],
-                                   policy, costs)
-    fallback_report = evaluate_scores(ts.valid,
-                                      fallback.predict(fallback_frame(ts.valid, attempts)),
-                                      ts.valid["is_fraud"], policy, costs)
-    meta = metadata_for(ts, model, fallback, valid_report, fallback_report, params, "local",
-                        timings)
+    valid_report = evaluate_scores(
+        ts.valid, model.predict(ts.valid), ts.valid["is_fraud"], policy, costs
+    )
+    fallback_report = evaluate_scores(
+        ts.valid,
+        fallback.predict(fallback_frame(ts.valid, attempts)),
+        ts.valid["is_fraud"],
+        policy,
+        costs,
+    )
+    meta = metadata_for(
+        ts, model, fallback, valid_report, fallback_report, params, "local", timings
+    )
     write_version(out, model, fallback, meta)
     rows = len(ts.train) + len(ts.valid)
-    return {"version": out.name, "path": str(out), **ts.describe(),
-            "validation": meta["validation"], "timings_s": timings,
-            "rows_per_s_fit": round(rows / max(timings["fit"], 1e-9))}
+    return {
+        "version": out.name,
+        "path": str(out),
+        **ts.describe(),
+        "validation": meta["validation"],
+        "timings_s": timings,
+        "rows_per_s_fit": round(rows / max(timings["fit"], 1e-9)),
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # scoring and evaluation of any window
 # ---------------------------------------------------------------------------------------
+
 
 def _window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
     try:
@@ -149,8 +193,9 @@ def _window(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
     return selected.reset_index(drop=True)
 
 
-def window_features(events: str | Path, labels: str | Path | None, start: str, end: str
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def window_features(
+    events: str | Path, labels: str | Path | None, start: str, end: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Point-in-time features over the whole history, restricted to [start, end)."""
     from feature_views.tables import read_labels
 
@@ -173,8 +218,14 @@ def load_tables_without_labels(events: str | Path) -> pd.DataFrame:
         raise DatasetError(str(exc)) from exc
 
 
-def score_batch(model_dir: str | Path, events: str | Path, labels: str | Path | None,
-                start: str, end: str, out: str | Path) -> dict[str, Any]:
+def score_batch(
+    model_dir: str | Path,
+    events: str | Path,
+    labels: str | Path | None,
+    start: str,
+    end: str,
+    out: str | Path,
+) -> dict[str, Any]:
     """`checkout-risk score-batch`: transaction_id, score (p(fraud)), action per attempt."""
     from trainers.registry import load_version
 
@@ -182,34 +233,53 @@ def score_batch(model_dir: str | Path, events: str | Path, labels: str | Path | 
     frame, _, _ = window_features(events, labels, start, end)
     score = version.model.predict(frame)
     actions, hits = combine_frame(frame, score, load_policy(), load_costs())
-    result = pd.DataFrame({"transaction_id": frame["transaction_id"], "score": score,
-                           "action": actions, "policy_rules": [",".join(h) for h in hits],
-                           "model_version": version.version})
+    result = pd.DataFrame(
+        {
+            "transaction_id": frame["transaction_id"],
+            "score": score,
+            "action": actions,
+            "policy_rules": [",".join(h) for h in hits],
+            "model_version": version.version,
+        }
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     result.to_parquet(tmp, index=False)
     tmp.replace(out)
     counts = result["action"].value_counts().to_dict()
-    return {"scored": len(result), "out": str(out), "model_version": version.version,
-            "actions": {k: int(v) for k, v in counts.items()}}
+    return {
+        "scored": len(result),
+        "out": str(out),
+        "model_version": version.version,
+        "actions": {k: int(v) for k, v in counts.items()},
+    }
 
 
 def truth_targets(frame: pd.DataFrame, truth: str | Path) -> np.ndarray:
     """Ground truth from a simulator's truth table (complete: no label delay)."""
     import pyarrow.dataset as ds
 
-    table = ds.dataset(truth, format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "is_fraud"]).to_pandas()
+    table = (
+        ds.dataset(truth, format="parquet", partitioning="hive")
+        .to_table(columns=["transaction_id", "is_fraud"])
+        .to_pandas()
+    )
     mapped = frame["transaction_id"].map(table.set_index("transaction_id")["is_fraud"])
     if mapped.isna().any():
         raise DatasetError(f"{int(mapped.isna().sum())} attempts have no ground truth in {truth}")
     return mapped.astype(int).to_numpy()
 
 
-def evaluate_model(model_dir: str | Path, events: str | Path, labels: str | Path, start: str,
-                   end: str, truth: str | Path | None = None, fallback: bool = False
-                   ) -> tuple[dict[str, Any], str]:
+def evaluate_model(
+    model_dir: str | Path,
+    events: str | Path,
+    labels: str | Path,
+    start: str,
+    end: str,
+    truth: str | Path | None = None,
+    fallback: bool = False,
+) -> tuple[dict[str, Any], str]:
     """Evaluation report of a registry version on [start, end); returns (report, version)."""
     from trainers.registry import load_version
 
