@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
 DATA_DIR ?= data/sim
-DAYS ?= 60
-TX_PER_DAY ?= 5000
+DAYS ?= 90
+TX_PER_DAY ?= 4000
 SEED ?= 7
 
 .PHONY: venv run test lint bench clean

@@ -98,32 +98,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from checkout_risk.demo import run
+    from trainers.registry import registry_root
 
-    from simulator.config import load_scenario
-    from simulator.marketplace import simulate
-
-    out = Path(args.data)
-    manifest = out / "_SUCCESS.json"
-    wanted = {"days": args.days, "tx_per_day": args.tx_per_day, "seed": args.seed}
-    if manifest.exists() and all(
-        json.loads(manifest.read_text()).get(k) == v for k, v in wanted.items()
-    ):
-        print(f"reusing simulated marketplace in {out} (delete it to regenerate)")
-        _print_simulation(json.loads(manifest.read_text()))
-    else:
-        summary = simulate(
-            load_scenario(),
-            days=args.days,
-            tx_per_day=args.tx_per_day,
-            seed=args.seed,
-            out=out,
-            overwrite=True,
-        )
-        _print_simulation(summary.as_dict())
-    from feature_views.demo import run_feature_demo
-
-    run_feature_demo(out)
+    run(Path(args.data), args.days, args.tx_per_day, args.seed, registry_root())
     return 0
 
 
@@ -135,8 +113,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "the online store and show live feature reads.",
     )
     p.add_argument("--data", default="data/sim", help="where the simulated marketplace lives")
-    p.add_argument("--days", type=_positive_int, default=60)
-    p.add_argument("--tx-per-day", type=_positive_int, default=5_000)
+    p.add_argument("--days", type=_positive_int, default=90)
+    p.add_argument("--tx-per-day", type=_positive_int, default=4_000)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(handler=_cmd_demo)
 
