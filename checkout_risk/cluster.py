@@ -61,6 +61,7 @@ def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
         "start",
         "--head",
         f"--port={GCS_PORT}",
+        "--node-ip-address=127.0.0.1",
         f"--num-cpus={num_cpus or os.cpu_count() or 2}",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",

@@ -164,12 +164,17 @@ class OnlineFeatureStore:
         return GLOBAL_KEY if entity.key is None else _key(attempt.get(entity.key))
 
     # ---- read -------------------------------------------------------------------------
-    def read_many(self, attempts: Sequence[Mapping[str, Any]]) -> list[OnlineVector]:
+    def read_many(self, attempts: Sequence[Mapping[str, Any]],
+                  decision_ids: Sequence[str] = ()) -> Any:
         """Feature vectors for a micro-batch of contract-form attempts, ONE round trip.
 
-        Raises StoreUnavailable if Redis does not answer within the client's timeout.
+        With `decision_ids`, the stored decisions of those transactions come back too (as
+        ``(vectors, decisions)``), fetched in the same pipeline. Raises StoreUnavailable if
+        Redis does not answer within the client's timeout.
         """
         pipe = self.r.pipeline(transaction=False)
+        for txid in decision_ids:
+            pipe.get(self.decision_key(txid))
         plan: list[list[tuple[str, Any]]] = []
         for attempt in attempts:
             t = _event_ms(attempt)
@@ -200,10 +205,38 @@ class OnlineFeatureStore:
             replies = pipe.execute()
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"online store read failed: {exc}") from exc
+        if decision_ids:
+            n = len(decision_ids)
+            return self._evaluate(attempts, plan, replies[n:]), replies[:n]
         return self._evaluate(attempts, plan, replies)
 
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]
+
+    def read_many_with(self, attempts: Sequence[Mapping[str, Any]],
+                       transaction_ids: Sequence[str] = ()
+                       ) -> tuple[list[OnlineVector], list[bytes | None]]:
+        """`read_many` plus, in the same round trip, decisions stored for these ids."""
+        return self.read_many(attempts, decision_ids=transaction_ids)
+
+    def decision_key(self, transaction_id: str) -> str:
+        return f"{self.ns}:g:dec:{transaction_id}"
+
+    def write_many(self, attempts: Sequence[Mapping[str, Any]],
+                   decisions: Sequence[str] = ()) -> list[bool]:
+        """Apply many attempts in one pipeline; store each decision (first one wins)."""
+        pipe = self.r.pipeline(transaction=False)
+        for attempt in attempts:
+            keys, argv = self.write_ops(attempt)
+            self._script(keys=keys, args=argv, client=pipe)
+        for attempt, decision in zip(attempts, decisions, strict=False):
+            pipe.set(self.decision_key(str(attempt["transaction_id"])), decision, nx=True,
+                     ex=ATTEMPT_GUARD_TTL_S)
+        try:
+            replies = pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+        return [bool(r) for r in replies[: len(attempts)]]
 
     def _evaluate(
         self,

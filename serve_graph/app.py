@@ -1,0 +1,140 @@
+"""The HTTP interface: ``POST /v1/decisions``, ``GET /healthz``, OpenAPI at ``/docs``.
+
+One FastAPI app serves both the single-process deployment (uvicorn) and Ray Serve's
+ingress. Requests are validated against the data contract (422 with field errors), need an
+API key (401 otherwise; compared in constant time), and are gathered into micro-batches
+that run the pipeline in a worker thread, so the event loop never blocks on Redis or
+CatBoost. Admin operations (reload, promote, rollback) are not routes of this app: they go
+through the CLI and the registry file, never the public endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from feature_views.contract import PaymentAttempt
+from serve_graph.config import ApiKeys, client_digests
+
+MAX_BODY_BYTES = 16_384
+
+
+class Reason(pydantic.BaseModel):
+    kind: str = pydantic.Field(description="policy (a rule or list) or model (SHAP)")
+    code: str = pydantic.Field(description="rule id, or the feature name")
+    contribution: float | None = pydantic.Field(
+        None, description="SHAP contribution to the log-odds of fraud (model reasons)")
+
+
+class Degraded(pydantic.BaseModel):
+    rung: int = pydantic.Field(description="2 stale views, 3 store down, 4 rules only")
+    reason: str | None
+
+
+class Decision(pydantic.BaseModel):
+    decision_id: str
+    transaction_id: str
+    action: str = pydantic.Field(description="approve | step_up | block")
+    fraud_probability: float | None
+    reasons: list[Reason]
+    model_version: str | None
+    policy_version: str
+    region: str
+    degraded: Degraded | None
+    latency_ms: float
+    trace_id: str | None = None
+    idempotent_replay: bool = False
+
+
+class MicroBatcher:
+    """Collects concurrent requests into batches of up to `max_batch`, waiting `wait_ms`."""
+
+    def __init__(self, run: Callable[[list[dict], list[float], list], list[dict]],
+                 after: Callable[[list[dict], list[dict]], None], max_batch: int,
+                 wait_ms: float) -> None:
+        self.run, self.after = run, after
+        self.max_batch, self.wait_s = max_batch, wait_ms / 1000
+        self.queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._bound: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, record: dict[str, Any], arrived: float, trace: str | None) -> dict:
+        loop = asyncio.get_running_loop()
+        if self.queue is None or self._bound is not loop:  # a new event loop: rebind
+            self._bound = loop
+            self.queue = asyncio.Queue()
+            self._worker = loop.create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((record, arrived, trace, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        assert self.queue is not None
+        while True:
+            items = [await self.queue.get()]
+            deadline = time.monotonic() + self.wait_s
+            while len(items) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            records = [i[0] for i in items]
+            try:
+                results = await asyncio.to_thread(self.run, records, [i[1] for i in items],
+                                                  [i[2] for i in items])
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear back
+                for *_, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (*_, fut), result in zip(items, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+            asyncio.get_running_loop().run_in_executor(None, self.after, records, results)
+
+
+def build_app(decide: Callable[[dict, float, str | None], Any],
+              health: Callable[[], dict[str, Any]], title: str = "checkout-risk",
+              keys: ApiKeys | None = None) -> FastAPI:
+    """The public app. `decide(record, arrived, trace)` is awaited per request."""
+    app = FastAPI(title=title, version="1.0",
+                  description="Real-time risk decisions for checkout payment attempts.")
+    api_keys = keys or ApiKeys(client_digests())
+
+    def client(x_api_key: str | None = Header(None, description="per-client API key")) -> str:
+        name = api_keys.client_for(x_api_key)
+        if name is None:
+            raise HTTPException(401, "missing or unknown API key (header X-API-Key)")
+        return name
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
+        return await call_next(request)
+
+    @app.post("/v1/decisions", response_model=Decision,
+              responses={401: {"description": "no or unknown API key"},
+                         413: {"description": "body too large"},
+                         422: {"description": "the attempt violates the data contract"}})
+    async def decisions(attempt: PaymentAttempt, request: Request,
+                        _client: str = Depends(client)) -> Any:  # noqa: B008
+        arrived = time.monotonic()
+        trace = request.headers.get("traceparent")
+        return await decide(attempt.to_record(), arrived, trace)
+
+    @app.get("/healthz")
+    async def healthz(_client: str = Depends(client)) -> dict[str, Any]:  # noqa: B008
+        return health()
+
+    return app

@@ -1,0 +1,102 @@
+"""Region serving configuration and API clients, validated on load."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+import pydantic
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS_DIR = ROOT / "configs" / "regions"
+CLIENTS = ROOT / "configs" / "clients.yaml"
+
+
+class RegionConfig(pydantic.BaseModel):
+    """configs/regions/<name>.yaml (see us-east.yaml for the meaning of each knob)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    namespace: str
+    redis_db: pydantic.NonNegativeInt = 0
+    route_prefix: str = "/"
+    deadline_ms: pydantic.PositiveFloat = 120
+    network_margin_ms: pydantic.NonNegativeFloat = 20
+    feature_timeout_ms: pydantic.PositiveFloat = 25
+    scoring_budget_ms: pydantic.PositiveFloat = 40
+    store_retry_after_s: pydantic.NonNegativeFloat = 1.0
+    rules_only_step_up_usd: pydantic.NonNegativeFloat = 100
+    explain_top: pydantic.PositiveInt = 5
+    max_batch: pydantic.PositiveInt = 32
+    batch_wait_ms: pydantic.NonNegativeFloat = 2
+
+    @property
+    def budget_ms(self) -> float:
+        """Time we may spend inside the service: the deadline less the network margin."""
+        return self.deadline_ms - self.network_margin_ms
+
+
+def load_region(name_or_path: str | Path) -> RegionConfig:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = REGIONS_DIR / f"{name_or_path}.yaml"
+    try:
+        return RegionConfig.model_validate(yaml.safe_load(path.read_text()))
+    except OSError as exc:
+        raise ValueError(f"cannot read region config {path}: {exc.strerror}") from exc
+    except (yaml.YAMLError, pydantic.ValidationError) as exc:
+        raise ValueError(f"invalid region config {path}: {exc}") from exc
+
+
+def regions() -> list[RegionConfig]:
+    return [load_region(p) for p in sorted(REGIONS_DIR.glob("*.yaml"))]
+
+
+# ---- API keys ---------------------------------------------------------------------------
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def dev_key_path() -> Path:
+    from feature_views.store import run_dir
+
+    return run_dir() / "dev-key"
+
+
+def dev_key() -> str:
+    """The local development API key, created on first use (kept in .run/dev-key)."""
+    path = dev_key_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"dev_{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def client_digests() -> dict[str, str]:
+    """Client name -> SHA-256 digest of its key: configs/clients.yaml plus the dev key."""
+    raw = yaml.safe_load(CLIENTS.read_text()) if CLIENTS.exists() else {}
+    clients = dict((raw or {}).get("clients") or {})
+    clients["local-dev"] = digest(dev_key())
+    return clients
+
+
+class ApiKeys:
+    """Constant-time API key checks against stored digests."""
+
+    def __init__(self, digests: dict[str, str]) -> None:
+        self.digests = digests
+
+    def client_for(self, presented: str | None) -> str | None:
+        if not presented:
+            return None
+        seen = digest(presented)
+        match = None
+        for name, stored in self.digests.items():  # compare with every digest: no early exit
+            if hmac.compare_digest(seen, stored):
+                match = name
+        return match

@@ -1,0 +1,240 @@
+"""The decision pipeline: the stages chained in-process, with deadlines and degradation.
+
+This is the fused hot path (one Ray Serve replica runs it per micro-batch) and also the
+single-process baseline. For every micro-batch:
+
+1. FeatureLookup — one Redis round trip (also returning decisions already made for these
+   transaction ids: a retry gets the same answer and changes no feature);
+2. PolicyEngine — champion rules and lists (shadow policies are logged, never enforced);
+3. Scorer — CatBoost champion, calibrated p(fraud);
+4. DecisionCombiner — expected-cost action, then policy overrides;
+5. reasons — rule ids, and SHAP contributions for step_up / block;
+6. the decision log — appended and fsynced before any response leaves.
+
+After the responses: the attempts are written to the online store (idempotent) and shadow
+models score the batch off the critical path.
+
+The degradation ladder (rungs as in DESIGN §2): 1 full path; 2 some views stale (defaults,
+same model); 3 online store down or slow (request-only features, fallback model); 4 scorer
+down, or too little time left to score (rules only, conservative step-up). Every decision
+off rung 1 carries its rung and reason; recovery is automatic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feature_views.contract import to_ms
+from feature_views.store import store_url
+from serve_graph.config import RegionConfig
+from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, keyed_hash
+from serve_graph.decisioning import DEFAULT_COSTS
+from serve_graph.policy import CHAMPION_POLICY
+from serve_graph.stages import DecisionCombiner, FeatureLookup, PolicyEngine, Scorer
+from trainers.registry import registry_root
+
+LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_id")
+
+
+def region_store_url(region: RegionConfig, url: str | None = None) -> str:
+    """The region's Redis: its own database of the server (local two-region mode)."""
+    base = url or store_url()
+    if base.startswith("unix://"):
+        return f"{base}?db={region.redis_db}"
+    if base.count("/") >= 3 and base.rsplit("/", 1)[1].isdigit():
+        return base.rsplit("/", 1)[0] + f"/{region.redis_db}"
+    return base.rstrip("/") + f"/{region.redis_db}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+class DecisionPipeline:
+    """All stages of one region, for one replica."""
+
+    def __init__(self, region: RegionConfig, registry: Path | None = None,
+                 policy_path: Path = CHAMPION_POLICY, shadow_policies: Sequence[Path] = (),
+                 costs_path: Path = DEFAULT_COSTS, log_dir: Path | None = None,
+                 redis_url: str | None = None, replica_id: str | None = None) -> None:
+        from feature_views.store import run_dir
+
+        self.region = region
+        self.features = FeatureLookup(region_store_url(region, redis_url), region.namespace,
+                                      region.feature_timeout_ms, region.store_retry_after_s)
+        self.policy = PolicyEngine(policy_path, shadow_policies)
+        self.scorer = Scorer(registry or registry_root())
+        self.combiner = DecisionCombiner(costs_path, region.rules_only_step_up_usd)
+        self.replica_id = replica_id or uuid.uuid4().hex[:8]
+        self.log_root = Path(log_dir or run_dir() / "decision-log")
+        self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # for shadow scoring
+
+    # ---- the hot path -------------------------------------------------------------------
+    def decide(self, records: Sequence[dict[str, Any]], arrived: Sequence[float],
+               trace_ids: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+        """Decisions for a micro-batch of validated contract-form attempts (blocking)."""
+        budget_s = self.region.budget_ms / 1000
+        deadline = min(arrived) + budget_s
+        trace_ids = list(trace_ids or [None] * len(records))
+        txids = [str(r["transaction_id"]) for r in records]
+        responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
+        todo = [i for i, r in enumerate(responses) if r is None]
+        if not todo:
+            return [dict(r, idempotent_replay=True) for r in responses]  # type: ignore[arg-type]
+        batch = [records[i] for i in todo]
+        fetched = self.features.lookup(batch, [txids[i] for i in todo])
+        fresh: list[int] = []
+        for j, i in enumerate(todo):
+            stored = fetched.decisions[j] if fetched.decisions else None
+            if stored:
+                responses[i] = dict(json.loads(stored), idempotent_replay=True)
+            else:
+                fresh.append(j)
+        if fresh:
+            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace_ids)
+            for j, response in zip(fresh, decided, strict=True):
+                responses[todo[j]] = response
+        return responses  # type: ignore[return-value]
+
+    def _decide(self, batch: list[dict[str, Any]], fresh: list[int], fetched: Any,
+                arrived: Sequence[float], deadline: float, todo: list[int],
+                trace_ids: list[str | None]) -> list[dict[str, Any]]:
+        records = [batch[j] for j in fresh]
+        rung, reason = 1, None
+        if fetched.vectors is not None:
+            vectors = [fetched.vectors[j] for j in fresh]
+            values = [dict(v.values) for v in vectors]
+            ages = [v.ages_ms for v in vectors]
+            stale = [v.stale for v in vectors]
+            missing = [v.missing for v in vectors]
+            fallback = False
+        else:
+            values = [fetched.fallback[j] for j in fresh]
+            ages, stale, missing = [{}] * len(records), [[]] * len(records), [[]] * len(records)
+            fallback, rung, reason = True, 3, fetched.error
+        for v, rec in zip(values, records, strict=True):
+            for f in LIST_FIELDS:
+                v.setdefault(f, rec.get(f))
+            v.setdefault("amount_usd", rec["amount_usd"])
+            v.setdefault("region", rec.get("region"))
+        policy = self.policy.evaluate(values)
+        left_ms = (deadline - time.monotonic()) * 1000
+        p: np.ndarray | None = None
+        version = None
+        if left_ms < self.region.scoring_budget_ms:
+            rung, reason = 4, f"overload: {left_ms:.0f} ms left before scoring"
+        else:
+            try:
+                p, version = self.scorer.score(values, fallback)
+            except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
+                rung, reason = 4, f"scorer: {exc}"
+        actions = self.combiner.combine(values, policy, p)
+        explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []
+        contributions: dict[int, list[tuple[str, float]]] = {}
+        if explain and (deadline - time.monotonic()) * 1000 > 10:
+            rows = [values[i] for i in explain]
+            for i, c in zip(explain, self.scorer.explain(rows, fallback, self.region.explain_top),
+                            strict=True):
+                contributions[i] = c
+        now = time.monotonic()
+        out, log_records = [], []
+        for i, (rec, act) in enumerate(zip(records, actions, strict=True)):
+            row_rung, row_reason = rung, reason
+            if row_rung == 1 and stale[i]:
+                row_rung, row_reason = 2, f"stale views: {', '.join(stale[i])}"
+            decision_id = uuid.uuid4().hex
+            reasons = [{"kind": "policy", "code": rid} for rid in policy[i].rule_ids]
+            reasons += [{"kind": "model", "code": f, "contribution": c}
+                        for f, c in contributions.get(i, [])]
+            k = todo[fresh[i]]
+            latency_ms = round((now - arrived[k]) * 1000, 3)
+            response = {
+                "decision_id": decision_id, "transaction_id": str(rec["transaction_id"]),
+                "action": act,
+                "fraud_probability": None if p is None else round(float(p[i]), 6),
+                "reasons": reasons, "model_version": version,
+                "policy_version": self.policy.version, "region": self.region.name,
+                "degraded": None if row_rung == 1 else {"rung": row_rung, "reason": row_reason},
+                "latency_ms": latency_ms, "trace_id": trace_ids[k],
+            }
+            out.append(response)
+            log_records.append(self._log_record(rec, values[i], ages[i], missing[i], stale[i],
+                                                policy[i], p, i, response))
+        self.log.append(log_records)
+        for response, v in zip(out, values, strict=True):
+            self._remember(response)
+            if fetched.vectors is not None:
+                self._served[response["decision_id"]] = v
+        while len(self._served) > 5_000:
+            self._served.popitem(last=False)
+        return out
+
+    def _log_record(self, rec: dict[str, Any], values: dict[str, Any], ages: dict[str, Any],
+                    missing: list[str], stale: list[str], policy: Any, p: np.ndarray | None,
+                    i: int, response: dict[str, Any]) -> dict[str, Any]:
+        key_input = {k: (keyed_hash(str(v)) if k in HASHED_FIELDS and v is not None else v)
+                     for k, v in rec.items() if k != "event_ms"}
+        key_input["event_time_ms"] = to_ms(rec.get("event_time"))
+        if key_input.get("merchant_created_at") is not None:
+            key_input["merchant_created_at"] = to_ms(rec["merchant_created_at"])
+        features = {k: _jsonable(v) for k, v in values.items() if k not in LIST_FIELDS or
+                    k in ("merchant_id", "email_domain")}
+        costs = self.combiner.costs.get().for_region(rec.get("region")).model_dump()
+        return {
+            "type": "decision", **response, "input": key_input, "features": features,
+            "feature_ages_ms": ages, "missing_views": missing, "stale_views": stale,
+            "policy": {"version": self.policy.version, "override": policy.action,
+                       "rules": list(policy.rule_ids)},
+            "costs": costs, "replica": self.replica_id,
+        }
+
+    def _remember(self, response: dict[str, Any]) -> None:
+        self._recent[response["transaction_id"]] = response
+        while len(self._recent) > 20_000:
+            self._recent.popitem(last=False)
+
+    # ---- after the responses ------------------------------------------------------------
+    def after(self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
+              ) -> None:
+        """Online feature updates and shadow scoring, off the critical path."""
+        new = [(r, d) for r, d in zip(records, responses, strict=True)
+               if not d.get("idempotent_replay")]
+        if not new:
+            return
+        self.features.update([r for r, _ in new],
+                             [json.dumps(d) for _, d in new])
+        self.shadow([r for r, _ in new], [d for _, d in new])
+
+    def shadow(self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
+               ) -> None:
+        """Shadow challenger and shadow policies: evaluated, logged, never enforced."""
+        if self.scorer.shadow is None and not self.policy.shadows:
+            return
+        entries = []
+        policies = self.policy.evaluate_shadows([dict(r) for r in records])
+        served = [self._served.pop(d["decision_id"], None) for d in responses]
+        scores = None
+        if self.scorer.shadow is not None and all(v is not None for v in served):
+            scores = self.scorer.score_shadow(served)  # the features as served, not re-read
+        for i, d in enumerate(responses):
+            entries.append({"type": "shadow", "decision_id": d["decision_id"],
+                            "shadow_model": None if scores is None else scores[1],
+                            "shadow_fraud_probability": None if scores is None else
+                            round(float(scores[0][i]), 6),
+                            "shadow_policies": policies[i]})
+        self.log.append(entries)
+
+    def close(self) -> None:
+        self.log.close()

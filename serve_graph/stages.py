@@ -1,0 +1,259 @@
+"""The serving stages as plain classes (no Ray import).
+
+``deployments.py`` wraps them as Ray Serve deployments — fused into one replica (the hot
+path) or as separate deployments — and ``pipeline.py`` chains them in-process, which is
+also what the single-process baseline, backtests and unit tests run. Every stage works on
+micro-batches: lists of contract-form attempt dicts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_views.online import OnlineFeatureStore, OnlineVector, _request_columns
+from feature_views.request_features import request_features
+from feature_views.store import StoreUnavailable, connect
+from serve_graph.decisioning import Costs, actions_for, load_costs, stricter
+from serve_graph.policy import Policy, PolicyResult, evaluate, load_policy
+from trainers.registry import ModelVersion, Registry, load_version
+
+
+class _Reloading:
+    """Re-reads a file-backed object when the file changes (checked at most once a second)."""
+
+    def __init__(self, path: Path, loader: Any) -> None:
+        self.path, self.loader = Path(path), loader
+        self._mtime = self.path.stat().st_mtime
+        self.value = loader(self.path)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        now = time.monotonic()
+        if now - self._checked > 1.0 and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                mtime = self.path.stat().st_mtime
+                if mtime != self._mtime:
+                    self.value = self.loader(self.path)  # a broken edit keeps the old value
+                    self._mtime = mtime
+            except Exception:  # noqa: BLE001 - an invalid edit must not take serving down
+                pass
+            finally:
+                self._lock.release()
+        return self.value
+
+
+# ---------------------------------------------------------------------------------------
+# FeatureLookup
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class FeatureBatch:
+    """Vectors for a batch, or the request-only fallback when the store is unavailable."""
+
+    vectors: list[OnlineVector] | None
+    fallback: list[dict[str, Any]] | None
+    error: str | None = None
+    decisions: list[Any] = field(default_factory=list)
+
+
+class FeatureLookup:
+    """One pipelined Redis round trip per micro-batch; request-only features when it fails.
+
+    After a failure the store is skipped for ``retry_after_s`` (a circuit breaker), so a
+    dead Redis costs one timeout, not one per request; then it is tried again.
+    """
+
+    def __init__(self, url: str | None, namespace: str, timeout_ms: float,
+                 retry_after_s: float = 1.0) -> None:
+        self.url, self.namespace = url, namespace
+        self.timeout_s = timeout_ms / 1000
+        self.retry_after_s = retry_after_s
+        self._store: OnlineFeatureStore | None = None
+        self._open_until = 0.0
+
+    def _get_store(self) -> OnlineFeatureStore:
+        if self._store is None:
+            self._store = OnlineFeatureStore(connect(self.url, self.timeout_s), self.namespace)
+        return self._store
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def lookup(self, records: Sequence[dict[str, Any]], idempotency_keys: Sequence[str] = ()
+               ) -> FeatureBatch:
+        if self.available():
+            try:
+                store = self._get_store()
+                vectors, decisions = store.read_many_with(records, idempotency_keys)
+                return FeatureBatch(vectors, None, decisions=decisions)
+            except StoreUnavailable as exc:
+                self._trip()
+                return FeatureBatch(None, self.request_only(records), f"online store: {exc}")
+            except Exception as exc:  # noqa: BLE001 - any store fault degrades, never fails
+                self._trip()
+                return FeatureBatch(None, self.request_only(records), f"online store: {exc}")
+        return FeatureBatch(None, self.request_only(records), "online store: circuit open")
+
+    def _trip(self) -> None:
+        self._open_until = time.monotonic() + self.retry_after_s
+        self._store = None
+
+    @staticmethod
+    def request_only(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Request-time features as the fallback model was trained on them."""
+        cols = request_features(_request_columns(records, np.full(len(records), -1.0)))
+        return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in cols.items()}
+                for i in range(len(records))]
+
+    def update(self, records: Sequence[dict[str, Any]], decisions: Sequence[str]) -> None:
+        """After the response: apply the attempts (idempotent) and remember the decisions."""
+        if not self.available():
+            return
+        try:
+            self._get_store().write_many(records, decisions)
+        except Exception:  # noqa: BLE001 - a lost update is caught up by materialisation
+            self._trip()
+
+
+# ---------------------------------------------------------------------------------------
+# PolicyEngine
+# ---------------------------------------------------------------------------------------
+
+class PolicyEngine:
+    """Champion policy (enforced) and shadow policies (evaluated and logged only)."""
+
+    def __init__(self, champion: Path, shadows: Sequence[Path] = ()) -> None:
+        self.champion = _Reloading(champion, load_policy)
+        self.shadows = [_Reloading(p, load_policy) for p in shadows]
+
+    @property
+    def version(self) -> str:
+        return self.champion.get().version
+
+    def evaluate(self, values: Sequence[dict[str, Any]]) -> list[PolicyResult]:
+        policy: Policy = self.champion.get()
+        return [evaluate(policy, v) for v in values]
+
+    def evaluate_shadows(self, values: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in values]
+        for shadow in self.shadows:
+            policy = shadow.get()
+            for i, v in enumerate(values):
+                r = evaluate(policy, v)
+                out[i][policy.version] = {"action": r.action, "rules": list(r.rule_ids)}
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Scorer
+# ---------------------------------------------------------------------------------------
+
+class Scorer:
+    """The champion model (and shadow challenger), hot-swapped when the registry changes.
+
+    Promotion or rollback rewrites ``registry.json``; the next check (at most once a
+    second) loads the new version beside the old one and swaps a reference, so requests in
+    flight finish on the model they started with and none is dropped.
+    """
+
+    def __init__(self, registry_root: Path) -> None:
+        self.registry = Registry(registry_root)
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._mtime: float | None = None
+        self.champion: ModelVersion | None = None
+        self.shadow: ModelVersion | None = None
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < 1.0:
+            return
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._checked = now
+            mtime = self.registry.file.stat().st_mtime if self.registry.file.exists() else None
+            if not force and mtime == self._mtime:
+                return
+            stages = self.registry.state()["stages"]
+            self.champion = self._load(stages.get("champion"), self.champion)
+            self.shadow = self._load(stages.get("shadow"), self.shadow)
+            self._mtime = mtime
+        finally:
+            self._lock.release()
+
+    def _load(self, version: str | None, current: ModelVersion | None) -> ModelVersion | None:
+        if version is None:
+            return None
+        if current is not None and current.version == version:
+            return current
+        return load_version(version, self.registry.root)
+
+    def score(self, rows: list[dict[str, Any]], fallback: bool) -> tuple[np.ndarray, str]:
+        """Calibrated p(fraud) for a batch, and the version that produced it."""
+        self.refresh()
+        champion = self.champion
+        if champion is None:
+            raise RuntimeError("no champion model in the registry")
+        model = champion.fallback if fallback else champion.model
+        frame = pd.DataFrame.from_records(rows, columns=list(model.features))
+        suffix = "/fallback" if fallback else ""
+        return model.predict(frame), champion.version + suffix
+
+    def score_shadow(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, str] | None:
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        frame = pd.DataFrame.from_records(rows, columns=list(shadow.model.features))
+        return shadow.model.predict(frame), shadow.version
+
+    def explain(self, rows: list[dict[str, Any]], fallback: bool, top: int
+                ) -> list[list[tuple[str, float]]]:
+        champion = self.champion
+        if champion is None or not rows:
+            return [[] for _ in rows]
+        model = champion.fallback if fallback else champion.model
+        frame = pd.DataFrame.from_records(rows, columns=list(model.features))
+        return model.contributions(frame, top)
+
+
+# ---------------------------------------------------------------------------------------
+# DecisionCombiner
+# ---------------------------------------------------------------------------------------
+
+class DecisionCombiner:
+    """Expected-cost action, then policy overrides; rules-only when there is no score."""
+
+    def __init__(self, costs_path: Path, rules_only_step_up_usd: float) -> None:
+        self.costs = _Reloading(costs_path, load_costs)
+        self.step_up_usd = rules_only_step_up_usd
+
+    def combine(self, values: Sequence[dict[str, Any]], policy: Sequence[PolicyResult],
+                fraud_probability: np.ndarray | None) -> list[str]:
+        amounts = np.array([v["amount_usd"] for v in values], dtype=np.float64)
+        if fraud_probability is None:  # rung 4: rules only, conservative challenge
+            proposed = np.where(amounts >= self.step_up_usd, "step_up", "approve").astype(object)
+        else:
+            costs: Costs = self.costs.get()
+            proposed = actions_for(costs, fraud_probability, amounts,
+                                   np.array([v.get("region") for v in values], dtype=object))
+        out = []
+        for action, result in zip(proposed, policy, strict=True):
+            if result.action == "approve":
+                out.append("approve")
+            elif result.action is not None:
+                out.append(stricter(str(action), result.action))
+            else:
+                out.append(str(action))
+        return out
