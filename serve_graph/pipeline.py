@@ -66,15 +66,20 @@ class DecisionPipeline:
     def __init__(self, region: RegionConfig, registry: Path | None = None,
                  policy_path: Path = CHAMPION_POLICY, shadow_policies: Sequence[Path] = (),
                  costs_path: Path = DEFAULT_COSTS, log_dir: Path | None = None,
-                 redis_url: str | None = None, replica_id: str | None = None) -> None:
+                 redis_url: str | None = None, replica_id: str | None = None,
+                 stages: dict[str, Any] | None = None) -> None:
+        """`stages` replaces local stages with stand-ins (the graph topology's handles)."""
         from feature_views.store import run_dir
 
         self.region = region
-        self.features = FeatureLookup(region_store_url(region, redis_url), region.namespace,
-                                      region.feature_timeout_ms, region.store_retry_after_s)
-        self.policy = PolicyEngine(policy_path, shadow_policies)
-        self.scorer = Scorer(registry or registry_root())
-        self.combiner = DecisionCombiner(costs_path, region.rules_only_step_up_usd)
+        stages = stages or {}
+        self.features = stages.get("features") or FeatureLookup(
+            region_store_url(region, redis_url), region.namespace, region.feature_timeout_ms,
+            region.store_retry_after_s)
+        self.policy = stages.get("policy") or PolicyEngine(policy_path, shadow_policies)
+        self.scorer = stages.get("scorer") or Scorer(registry or registry_root())
+        self.combiner = stages.get("combiner") or DecisionCombiner(
+            costs_path, region.rules_only_step_up_usd)
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.log_root = Path(log_dir or run_dir() / "decision-log")
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")

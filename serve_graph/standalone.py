@@ -22,7 +22,7 @@ from serve_graph.pipeline import DecisionPipeline
 def health_of(pipeline: DecisionPipeline) -> dict[str, Any]:
     champion = pipeline.scorer.champion
     return {"status": "ok", "region": pipeline.region.name,
-            "model_version": champion.version if champion else None,
+            "model_version": getattr(champion, "version", champion),
             "policy_version": pipeline.policy.version,
             "online_store": "up" if pipeline.features.available() else "down (fallback)"}
 

@@ -1,0 +1,257 @@
+"""Ray Serve wiring: the same pipeline, fused in one replica or spread over deployments.
+
+Topology is configuration (``configs/serve/*.yaml``, ``import_path``):
+
+* ``serve_graph.deployments:fused_app`` — the hot path. One deployment runs every stage
+  in-process on micro-batches; replicas scale out behind Serve's direct ingress / HAProxy.
+  Measured on 2 cores, every handle hop costs milliseconds, so this is the default.
+* ``serve_graph.deployments:graph_app`` — Ingress → FeatureLookup → PolicyEngine →
+  Scorer → DecisionCombiner (+ an Explainer for SHAP) as separate deployments composed with
+  ``DeploymentHandle``s. The ingress runs the very same ``DecisionPipeline`` with remote
+  stand-ins for the stages, and every hop carries a whole micro-batch. Use it when a stage
+  earns its own scaling or hardware (a heavier model, batched explanations, challengers).
+
+Stages hold no Ray code (``stages.py``); this module only adapts them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serve_graph.app import MicroBatcher, build_app
+from serve_graph.config import load_region
+from serve_graph.pipeline import DecisionPipeline, region_store_url
+from serve_graph.policy import CHAMPION_POLICY, PolicyResult
+from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
+
+_REPLICA: Any = None  # the ingress replica living in this worker process
+
+
+async def _decide(record: dict, arrived: float, trace: str | None) -> dict:
+    return await _REPLICA.batcher.submit(record, arrived, trace)
+
+
+def _health() -> dict[str, Any]:
+    from serve_graph.standalone import health_of
+
+    return health_of(_REPLICA.pipeline) | {"topology": _REPLICA.topology}
+
+
+_app = build_app(_decide, _health, title="checkout-risk")
+
+
+def _paths(registry: str | None, log_dir: str | None) -> dict[str, Any]:
+    return {"registry": Path(registry) if registry else None,
+            "log_dir": Path(log_dir) if log_dir else None}
+
+
+class _Ingress:
+    topology = "fused"
+
+    def _start(self, pipeline: DecisionPipeline) -> None:
+        global _REPLICA
+        self.pipeline = pipeline
+        region = pipeline.region
+        self.batcher = MicroBatcher(pipeline.decide, pipeline.after, region.max_batch,
+                                    region.batch_wait_ms)
+        _REPLICA = self
+
+    def check_health(self) -> None:
+        if self.topology == "fused" and self.pipeline.scorer.champion is None:
+            raise RuntimeError("no champion model loaded")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@serve.ingress(_app)
+class FusedDecider(_Ingress):
+    """Every stage in this replica: one Redis round trip and one CatBoost call per batch."""
+
+    def __init__(self, region: str, registry: str | None = None, log_dir: str | None = None,
+                 redis_url: str | None = None) -> None:
+        self._start(DecisionPipeline(load_region(region), redis_url=redis_url,
+                                     **_paths(registry, log_dir)))
+
+
+# ---------------------------------------------------------------------------------------
+# the separate-deployment graph
+# ---------------------------------------------------------------------------------------
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class FeatureLookupDeployment:
+    def __init__(self, region: str, redis_url: str | None = None) -> None:
+        cfg = load_region(region)
+        self.stage = FeatureLookup(region_store_url(cfg, redis_url), cfg.namespace,
+                                   cfg.feature_timeout_ms, cfg.store_retry_after_s)
+
+    def lookup(self, records: list[dict], ids: list[str]) -> FeatureBatch:
+        return self.stage.lookup(records, ids)
+
+    def update(self, records: list[dict], decisions: list[str]) -> None:
+        self.stage.update(records, decisions)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class PolicyDeployment:
+    def __init__(self, policy: str | None = None) -> None:
+        self.stage = PolicyEngine(Path(policy) if policy else CHAMPION_POLICY)
+
+    def evaluate(self, values: list[dict]) -> tuple[list[PolicyResult], str]:
+        return self.stage.evaluate(values), self.stage.version
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class ScorerDeployment:
+    def __init__(self, registry: str | None = None) -> None:
+        from trainers.registry import registry_root
+
+        self.stage = Scorer(Path(registry) if registry else registry_root())
+
+    def score(self, values: list[dict], fallback: bool) -> tuple[np.ndarray, str]:
+        return self.stage.score(values, fallback)
+
+    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
+        return self.stage.explain(values, fallback, top)
+
+    def champion(self) -> str | None:
+        self.stage.refresh()
+        return self.stage.champion.version if self.stage.champion else None
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class CombinerDeployment:
+    def __init__(self, region: str) -> None:
+        from serve_graph.decisioning import DEFAULT_COSTS
+
+        self.stage = DecisionCombiner(DEFAULT_COSTS, load_region(region).rules_only_step_up_usd)
+
+    def combine(self, values: list[dict], policy: list[PolicyResult],
+                p: np.ndarray | None) -> list[str]:
+        return self.stage.combine(values, policy, p)
+
+
+class _Remote:
+    """Blocking calls to a deployment from the pipeline's worker thread, with a timeout."""
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        self.handle, self.timeout_s = handle, timeout_s
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.handle, method).remote(*args).result(timeout_s=self.timeout_s)
+
+
+class RemoteFeatureLookup(_Remote):
+    def available(self) -> bool:
+        return True
+
+    def lookup(self, records: Any, ids: Any = ()) -> FeatureBatch:
+        try:
+            return self.call("lookup", list(records), list(ids))
+        except Exception as exc:  # noqa: BLE001 - the feature hop failing degrades to rung 3
+            return FeatureBatch(None, FeatureLookup.request_only(records), f"features: {exc}")
+
+    def update(self, records: Any, decisions: Any) -> None:
+        self.handle.update.remote(list(records), list(decisions))
+
+
+class RemotePolicyEngine(_Remote):
+    shadows: list = []
+    version = "unknown"
+
+    def evaluate(self, values: Any) -> list[PolicyResult]:
+        results, self.version = self.call("evaluate", list(values))
+        return results
+
+    def evaluate_shadows(self, values: Any) -> list[dict]:
+        return [{} for _ in values]
+
+
+class RemoteScorer(_Remote):
+    shadow = None
+
+    @property
+    def champion(self) -> Any:
+        return self.call("champion")
+
+    def score(self, values: Any, fallback: bool) -> tuple[np.ndarray, str]:
+        return self.call("score", list(values), fallback)
+
+    def explain(self, values: Any, fallback: bool, top: int) -> list:
+        return self.call("explain", list(values), fallback, top)
+
+
+class RemoteCombiner(_Remote):
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        from serve_graph.decisioning import DEFAULT_COSTS, load_costs
+        from serve_graph.stages import _Reloading
+
+        super().__init__(handle, timeout_s)
+        self.costs = _Reloading(DEFAULT_COSTS, load_costs)  # logged with each decision
+
+    def combine(self, values: Any, policy: Any, p: Any) -> list[str]:
+        return self.call("combine", list(values), list(policy), p)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+@serve.ingress(_app)
+class GraphIngress(_Ingress):
+    """The pipeline with every stage a separate deployment, reached through handles."""
+
+    topology = "graph"
+
+    def __init__(self, features: Any, policy: Any, scorer: Any, combiner: Any, region: str,
+                 registry: str | None = None, log_dir: str | None = None,
+                 redis_url: str | None = None) -> None:
+        cfg = load_region(region)
+        hop_s = cfg.budget_ms / 1000
+        stages = {"features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
+                  "policy": RemotePolicyEngine(policy, hop_s),
+                  "scorer": RemoteScorer(scorer, hop_s),
+                  "combiner": RemoteCombiner(combiner, hop_s)}
+        pipeline = DecisionPipeline(cfg, redis_url=redis_url, stages=stages,
+                                    **_paths(registry, log_dir))
+        self._start(pipeline)
+
+
+# ---------------------------------------------------------------------------------------
+# application builders (import paths for `serve run` / serve config files)
+# ---------------------------------------------------------------------------------------
+
+def fused_app(args: dict[str, Any]) -> Any:
+    region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
+    return FusedDecider.bind(region, args.get("registry"), args.get("log_dir"),
+                             args.get("redis_url"))
+
+
+def graph_app(args: dict[str, Any]) -> Any:
+    region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
+    registry, log_dir, redis_url = args.get("registry"), args.get("log_dir"), args.get(
+        "redis_url")
+    return GraphIngress.bind(
+        FeatureLookupDeployment.bind(region, redis_url), PolicyDeployment.bind(),
+        ScorerDeployment.bind(registry), CombinerDeployment.bind(region), region, registry,
+        log_dir, redis_url)
+
+
+def wait_ready(url: str, key: str, timeout_s: float = 120.0) -> None:
+    """Poll /healthz until the application answers (used by make run and tests)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"{url}/healthz", headers={"X-API-Key": key})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy")
+
+
