@@ -504,6 +504,70 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_retrain)
 
 
+# ---- serving: decision log, replay, keys ------------------------------------------------
+
+def _default_log_root() -> Path:
+    from feature_views.store import run_dir
+
+    return run_dir() / "decision-log"
+
+
+def _cmd_verify_log(args: argparse.Namespace) -> int:
+    from serve_graph.decision_log import verify
+
+    root = Path(args.log or _default_log_root())
+    if not root.exists():
+        raise UserError(f"no decision log at {root}")
+    report = verify(root)
+    for problem in report.problems:
+        print(f"TAMPERED {problem}")
+    status = "verifies" if report.ok else f"FAILS: {len(report.problems)} problem(s)"
+    print(f"decision log {root}: {report.streams} stream(s), {report.records:,} records, "
+          f"chain {status}")
+    return 0 if report.ok else 1
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from serve_graph.replay import ReplayError, replay
+
+    try:
+        result = replay(args.decision_id, Path(args.log or _default_log_root()))
+    except ReplayError as exc:
+        raise UserError(str(exc)) from exc
+    print(json.dumps({"decision_id": result.decision_id, "logged": result.logged,
+                      "replayed": result.replayed,
+                      "reproduced": result.ok, "mismatches": result.mismatches}, indent=2))
+    return 0 if result.ok else 1
+
+
+def _cmd_dev_key(args: argparse.Namespace) -> int:
+    from serve_graph.config import dev_key
+
+    print(dev_key())
+    return 0
+
+
+def _add_serving(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify-log", help="verify the hash chain of the decision log",
+                       description="Walk every stream of the decision log and name each record "
+                       "that was edited, deleted, reordered, inserted or truncated.")
+    p.add_argument("--log", default=None, help="log folder (default .run/decision-log)")
+    p.set_defaults(handler=_cmd_verify_log)
+
+    p = sub.add_parser("replay", help="reproduce a logged decision and its explanation",
+                       description="Score the logged features with the logged model version, "
+                       "combine with the logged policy result and costs, recompute SHAP "
+                       "reasons, and compare with the log.")
+    p.add_argument("decision_id")
+    p.add_argument("--log", default=None, help="log folder (default .run/decision-log)")
+    p.set_defaults(handler=_cmd_replay)
+
+    p = sub.add_parser("dev-key", help="print the local development API key",
+                       description="The key for X-API-Key on the local deployment "
+                       "(created on first use in .run/dev-key).")
+    p.set_defaults(handler=_cmd_dev_key)
+
+
 # ---- main -------------------------------------------------------------------------------
 
 
@@ -518,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(sub)
     _add_training(sub)
     _add_cluster(sub)
+    _add_serving(sub)
     return parser
 
 

@@ -240,12 +240,13 @@ class DecisionCombiner:
         self.step_up_usd = rules_only_step_up_usd
 
     def combine(self, values: Sequence[dict[str, Any]], policy: Sequence[PolicyResult],
-                fraud_probability: np.ndarray | None) -> list[str]:
+                fraud_probability: np.ndarray | None, costs: Costs | None = None) -> list[str]:
+        """`costs` overrides the configured costs (replay uses the ones logged)."""
         amounts = np.array([v["amount_usd"] for v in values], dtype=np.float64)
         if fraud_probability is None:  # rung 4: rules only, conservative challenge
             proposed = np.where(amounts >= self.step_up_usd, "step_up", "approve").astype(object)
         else:
-            costs: Costs = self.costs.get()
+            costs = costs or self.costs.get()
             proposed = actions_for(costs, fraud_probability, amounts,
                                    np.array([v.get("region") for v in values], dtype=object))
         out = []
