@@ -31,25 +31,39 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         sim = Path(tmp) / "sim"
-        simulate(load_scenario(), days=args.days, tx_per_day=args.tx_per_day, seed=3, out=sim,
-                 progress=False)
+        simulate(
+            load_scenario(),
+            days=args.days,
+            tx_per_day=args.tx_per_day,
+            seed=3,
+            out=sim,
+            progress=False,
+        )
         started = time.perf_counter()
         local = train(sim / "events", sim / "labels", Path(tmp) / "models" / "local")
         rows = local["train_rows"] + local["valid_rows"]
-        results["local"] = {"attempts_featurised": int(json.loads(
-            (sim / "_SUCCESS.json").read_text())["attempts"]),
-            "training_rows": rows, "timings_s": local["timings_s"],
-            "features_rows_per_s": round(json.loads((sim / "_SUCCESS.json").read_text())[
-                "attempts"] / local["timings_s"]["features"]),
+        results["local"] = {
+            "attempts_featurised": int(json.loads((sim / "_SUCCESS.json").read_text())["attempts"]),
+            "training_rows": rows,
+            "timings_s": local["timings_s"],
+            "features_rows_per_s": round(
+                json.loads((sim / "_SUCCESS.json").read_text())["attempts"]
+                / local["timings_s"]["features"]
+            ),
             "fit_rows_per_s": local["rows_per_s_fit"],
             "total_s": round(time.perf_counter() - started, 1),
-            "validation_pr_auc": local["validation"]["pr_auc"]}
+            "validation_pr_auc": local["validation"]["pr_auc"],
+        }
         cluster.up()
         for workers in (1, 2):
             config = yaml.safe_load(Path("configs/training/default.yaml").read_text())
-            config.update(events=str(sim / "events"), labels=str(sim / "labels"),
-                          registry=str(Path(tmp) / f"ray-{workers}"), workers=workers,
-                          cpus_per_worker=2 / workers)
+            config.update(
+                events=str(sim / "events"),
+                labels=str(sim / "labels"),
+                registry=str(Path(tmp) / f"ray-{workers}"),
+                workers=workers,
+                cpus_per_worker=2 / workers,
+            )
             path = Path(tmp) / f"retrain-{workers}.yaml"
             path.write_text(yaml.safe_dump(config))
             t0 = time.perf_counter()
@@ -58,9 +72,12 @@ def main() -> None:
             (version,) = list((Path(tmp) / f"ray-{workers}").iterdir())
             meta = json.loads((version / "metadata.json").read_text())
             results[f"ray_{workers}_workers"] = {
-                "exit": code, "wall_s": round(wall, 1), "timings_s": meta["timings_s"],
+                "exit": code,
+                "wall_s": round(wall, 1),
+                "timings_s": meta["timings_s"],
                 "fit_rows_per_s": round(rows / meta["timings_s"]["fit"]),
-                "validation_pr_auc": meta["validation"]["pr_auc"]}
+                "validation_pr_auc": meta["validation"]["pr_auc"],
+            }
     write("training", results, module="bench.training")
 
 

@@ -506,6 +506,7 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
 
 # ---- serving: decision log, replay, keys ------------------------------------------------
 
+
 def _default_log_root() -> Path:
     from feature_views.store import run_dir
 
@@ -522,8 +523,10 @@ def _cmd_verify_log(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"TAMPERED {problem}")
     status = "verifies" if report.ok else f"FAILS: {len(report.problems)} problem(s)"
-    print(f"decision log {root}: {report.streams} stream(s), {report.records:,} records, "
-          f"chain {status}")
+    print(
+        f"decision log {root}: {report.streams} stream(s), {report.records:,} records, "
+        f"chain {status}"
+    )
     return 0 if report.ok else 1
 
 
@@ -534,9 +537,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         result = replay(args.decision_id, Path(args.log or _default_log_root()))
     except ReplayError as exc:
         raise UserError(str(exc)) from exc
-    print(json.dumps({"decision_id": result.decision_id, "logged": result.logged,
-                      "replayed": result.replayed,
-                      "reproduced": result.ok, "mismatches": result.mismatches}, indent=2))
+    print(
+        json.dumps(
+            {
+                "decision_id": result.decision_id,
+                "logged": result.logged,
+                "replayed": result.replayed,
+                "reproduced": result.ok,
+                "mismatches": result.mismatches,
+            },
+            indent=2,
+        )
+    )
     return 0 if result.ok else 1
 
 
@@ -548,23 +560,32 @@ def _cmd_dev_key(args: argparse.Namespace) -> int:
 
 
 def _add_serving(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify-log", help="verify the hash chain of the decision log",
-                       description="Walk every stream of the decision log and name each record "
-                       "that was edited, deleted, reordered, inserted or truncated.")
+    p = sub.add_parser(
+        "verify-log",
+        help="verify the hash chain of the decision log",
+        description="Walk every stream of the decision log and name each record "
+        "that was edited, deleted, reordered, inserted or truncated.",
+    )
     p.add_argument("--log", default=None, help="log folder (default .run/decision-log)")
     p.set_defaults(handler=_cmd_verify_log)
 
-    p = sub.add_parser("replay", help="reproduce a logged decision and its explanation",
-                       description="Score the logged features with the logged model version, "
-                       "combine with the logged policy result and costs, recompute SHAP "
-                       "reasons, and compare with the log.")
+    p = sub.add_parser(
+        "replay",
+        help="reproduce a logged decision and its explanation",
+        description="Score the logged features with the logged model version, "
+        "combine with the logged policy result and costs, recompute SHAP "
+        "reasons, and compare with the log.",
+    )
     p.add_argument("decision_id")
     p.add_argument("--log", default=None, help="log folder (default .run/decision-log)")
     p.set_defaults(handler=_cmd_replay)
 
-    p = sub.add_parser("dev-key", help="print the local development API key",
-                       description="The key for X-API-Key on the local deployment "
-                       "(created on first use in .run/dev-key).")
+    p = sub.add_parser(
+        "dev-key",
+        help="print the local development API key",
+        description="The key for X-API-Key on the local deployment "
+        "(created on first use in .run/dev-key).",
+    )
     p.set_defaults(handler=_cmd_dev_key)
 
 

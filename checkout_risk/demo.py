@@ -26,8 +26,9 @@ def _simulation(data: Path, days: int, tx_per_day: int, seed: int) -> dict:
         if all(found.get(k) == v for k, v in wanted.items()):
             print(f"reusing simulated marketplace in {data} (delete it to regenerate)")
             return found
-    return simulate(load_scenario(), days=days, tx_per_day=tx_per_day, seed=seed, out=data,
-                    overwrite=True).as_dict()
+    return simulate(
+        load_scenario(), days=days, tx_per_day=tx_per_day, seed=seed, out=data, overwrite=True
+    ).as_dict()
 
 
 def _train_and_promote(data: Path, registry: Path) -> None:
@@ -38,30 +39,49 @@ def _train_and_promote(data: Path, registry: Path) -> None:
 
     print(f"\nRay cluster: {cluster.up()} (jobs and dashboard on {cluster.JOBS_URL})")
     before = set(Registry(registry).versions())
-    config = resolved_training_config("configs/training/default.yaml", {
-        "events": str(data / "events"), "labels": str(data / "labels"),
-        "registry": str(registry)})
-    print(f"submitting the retraining job: ray job submit -- python -m trainers.retrain "
-          f"--config {config}")
+    config = resolved_training_config(
+        "configs/training/default.yaml",
+        {"events": str(data / "events"), "labels": str(data / "labels"), "registry": str(registry)},
+    )
+    print(
+        f"submitting the retraining job: ray job submit -- python -m trainers.retrain "
+        f"--config {config}"
+    )
     code = cluster.submit(["python", "-m", "trainers.retrain", "--config", str(config)])
     if code != 0:
         raise RuntimeError(f"retraining job failed with exit status {code}")
     (version,) = sorted(set(Registry(registry).versions()) - before)
     meta = json.loads((registry / version / "metadata.json").read_text())
     start = meta["training"]["window"]["end"]
-    end = str((pd.Timestamp(json.loads((data / "_SUCCESS.json").read_text())["start_date"])
-               + pd.Timedelta(days=json.loads((data / "_SUCCESS.json").read_text())["days"])
-               ).date())
-    report, _ = evaluate_model(registry / version, data / "events", data / "labels", start, end,
-                               truth=data / "truth")
+    end = str(
+        (
+            pd.Timestamp(json.loads((data / "_SUCCESS.json").read_text())["start_date"])
+            + pd.Timedelta(days=json.loads((data / "_SUCCESS.json").read_text())["days"])
+        ).date()
+    )
+    report, _ = evaluate_model(
+        registry / version, data / "events", data / "labels", start, end, truth=data / "truth"
+    )
     o = report["overall"]
     cost = o["cost_per_1000"]
-    print(f"\n{version} on the unseen days [{start}, {end}) against ground truth: "
-          f"PR-AUC {o['pr_auc']:.3f}, recall at 1% decline {o['recall_at_1pct_decline']:.2f}")
-    print(f"  cost per 1,000 attempts: model ${cost['model']:,.2f}, rules only "
-          f"${cost['rules_only']:,.2f}, approve all ${cost['approve_all']:,.2f}")
-    ok, lines = promote(version, "champion", str(data / "events"), str(data / "labels"),
-                        start, end, truth=str(data / "truth"), registry=Registry(registry))
+    print(
+        f"\n{version} on the unseen days [{start}, {end}) against ground truth: "
+        f"PR-AUC {o['pr_auc']:.3f}, recall at 1% decline {o['recall_at_1pct_decline']:.2f}"
+    )
+    print(
+        f"  cost per 1,000 attempts: model ${cost['model']:,.2f}, rules only "
+        f"${cost['rules_only']:,.2f}, approve all ${cost['approve_all']:,.2f}"
+    )
+    ok, lines = promote(
+        version,
+        "champion",
+        str(data / "events"),
+        str(data / "labels"),
+        start,
+        end,
+        truth=str(data / "truth"),
+        registry=Registry(registry),
+    )
     for line in lines:
         print(f"  {line}")
 

@@ -164,8 +164,9 @@ class OnlineFeatureStore:
         return GLOBAL_KEY if entity.key is None else _key(attempt.get(entity.key))
 
     # ---- read -------------------------------------------------------------------------
-    def read_many(self, attempts: Sequence[Mapping[str, Any]],
-                  decision_ids: Sequence[str] = ()) -> Any:
+    def read_many(
+        self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str] = ()
+    ) -> Any:
         """Feature vectors for a micro-batch of contract-form attempts, ONE round trip.
 
         With `decision_ids`, the stored decisions of those transactions come back too (as
@@ -213,25 +214,30 @@ class OnlineFeatureStore:
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]
 
-    def read_many_with(self, attempts: Sequence[Mapping[str, Any]],
-                       transaction_ids: Sequence[str] = ()
-                       ) -> tuple[list[OnlineVector], list[bytes | None]]:
+    def read_many_with(
+        self, attempts: Sequence[Mapping[str, Any]], transaction_ids: Sequence[str] = ()
+    ) -> tuple[list[OnlineVector], list[bytes | None]]:
         """`read_many` plus, in the same round trip, decisions stored for these ids."""
         return self.read_many(attempts, decision_ids=transaction_ids)
 
     def decision_key(self, transaction_id: str) -> str:
         return f"{self.ns}:g:dec:{transaction_id}"
 
-    def write_many(self, attempts: Sequence[Mapping[str, Any]],
-                   decisions: Sequence[str] = ()) -> list[bool]:
+    def write_many(
+        self, attempts: Sequence[Mapping[str, Any]], decisions: Sequence[str] = ()
+    ) -> list[bool]:
         """Apply many attempts in one pipeline; store each decision (first one wins)."""
         pipe = self.r.pipeline(transaction=False)
         for attempt in attempts:
             keys, argv = self.write_ops(attempt)
             self._script(keys=keys, args=argv, client=pipe)
         for attempt, decision in zip(attempts, decisions, strict=False):
-            pipe.set(self.decision_key(str(attempt["transaction_id"])), decision, nx=True,
-                     ex=ATTEMPT_GUARD_TTL_S)
+            pipe.set(
+                self.decision_key(str(attempt["transaction_id"])),
+                decision,
+                nx=True,
+                ex=ATTEMPT_GUARD_TTL_S,
+            )
         try:
             replies = pipe.execute()
         except (redis.exceptions.RedisError, OSError) as exc:

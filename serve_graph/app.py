@@ -29,7 +29,8 @@ class Reason(pydantic.BaseModel):
     kind: str = pydantic.Field(description="policy (a rule or list) or model (SHAP)")
     code: str = pydantic.Field(description="rule id, or the feature name")
     contribution: float | None = pydantic.Field(
-        None, description="SHAP contribution to the log-odds of fraud (model reasons)")
+        None, description="SHAP contribution to the log-odds of fraud (model reasons)"
+    )
 
 
 class Degraded(pydantic.BaseModel):
@@ -55,9 +56,13 @@ class Decision(pydantic.BaseModel):
 class MicroBatcher:
     """Collects concurrent requests into batches of up to `max_batch`, waiting `wait_ms`."""
 
-    def __init__(self, run: Callable[[list[dict], list[float], list], list[dict]],
-                 after: Callable[[list[dict], list[dict]], None], max_batch: int,
-                 wait_ms: float) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[dict], list[float], list], list[dict]],
+        after: Callable[[list[dict], list[dict]], None],
+        max_batch: int,
+        wait_ms: float,
+    ) -> None:
         self.run, self.after = run, after
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
         self.queue: asyncio.Queue | None = None
@@ -89,8 +94,9 @@ class MicroBatcher:
                     break
             records = [i[0] for i in items]
             try:
-                results = await asyncio.to_thread(self.run, records, [i[1] for i in items],
-                                                  [i[2] for i in items])
+                results = await asyncio.to_thread(
+                    self.run, records, [i[1] for i in items], [i[2] for i in items]
+                )
             except Exception as exc:  # noqa: BLE001 - every waiter must hear back
                 for *_, fut in items:
                     if not fut.done():
@@ -102,12 +108,18 @@ class MicroBatcher:
             asyncio.get_running_loop().run_in_executor(None, self.after, records, results)
 
 
-def build_app(decide: Callable[[dict, float, str | None], Any],
-              health: Callable[[], dict[str, Any]], title: str = "checkout-risk",
-              keys: ApiKeys | None = None) -> FastAPI:
+def build_app(
+    decide: Callable[[dict, float, str | None], Any],
+    health: Callable[[], dict[str, Any]],
+    title: str = "checkout-risk",
+    keys: ApiKeys | None = None,
+) -> FastAPI:
     """The public app. `decide(record, arrived, trace)` is awaited per request."""
-    app = FastAPI(title=title, version="1.0",
-                  description="Real-time risk decisions for checkout payment attempts.")
+    app = FastAPI(
+        title=title,
+        version="1.0",
+        description="Real-time risk decisions for checkout payment attempts.",
+    )
     api_keys = keys or ApiKeys(client_digests())
 
     def client(x_api_key: str | None = Header(None, description="per-client API key")) -> str:
@@ -123,12 +135,18 @@ def build_app(decide: Callable[[dict, float, str | None], Any],
             return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
         return await call_next(request)
 
-    @app.post("/v1/decisions", response_model=Decision,
-              responses={401: {"description": "no or unknown API key"},
-                         413: {"description": "body too large"},
-                         422: {"description": "the attempt violates the data contract"}})
-    async def decisions(attempt: PaymentAttempt, request: Request,
-                        _client: str = Depends(client)) -> Any:  # noqa: B008
+    @app.post(
+        "/v1/decisions",
+        response_model=Decision,
+        responses={
+            401: {"description": "no or unknown API key"},
+            413: {"description": "body too large"},
+            422: {"description": "the attempt violates the data contract"},
+        },
+    )
+    async def decisions(
+        attempt: PaymentAttempt, request: Request, _client: str = Depends(client)
+    ) -> Any:  # noqa: B008
         arrived = time.monotonic()
         trace = request.headers.get("traceparent")
         return await decide(attempt.to_record(), arrived, trace)

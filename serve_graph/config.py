@@ -57,6 +57,7 @@ def regions() -> list[RegionConfig]:
 
 # ---- API keys ---------------------------------------------------------------------------
 
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -44,8 +44,7 @@ def keyed_hash(value: str | None, key: bytes | None = None) -> str | None:
 
 
 def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str,
-                      ensure_ascii=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 def record_hash(prev_hash: str, seq: int, body: dict[str, Any]) -> str:
@@ -55,15 +54,19 @@ def record_hash(prev_hash: str, seq: int, body: dict[str, Any]) -> str:
 class DecisionLog:
     """One append-only stream (one replica's chain) under `directory`."""
 
-    def __init__(self, directory: str | Path, segment_records: int = 50_000,
-                 max_batch: int = 512) -> None:
+    def __init__(
+        self, directory: str | Path, segment_records: int = 50_000, max_batch: int = 512
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.segment_records = segment_records
         self.max_batch = max_batch
         self._lock = threading.Condition()
-        self._pending: list[tuple[dict[str, Any], threading.Event | asyncio.Future,
-                                  asyncio.AbstractEventLoop | None]] = []
+        self._pending: list[
+            tuple[
+                dict[str, Any], threading.Event | asyncio.Future, asyncio.AbstractEventLoop | None
+            ]
+        ] = []
         self._closed = False
         self._recover()
         self._writer = threading.Thread(target=self._run, name="decision-log", daemon=True)
@@ -91,8 +94,9 @@ class DecisionLog:
             self.seq = lines[-2]["seq"] if len(lines) > 1 else self.seq
             self.last_hash = lines[-1]["final_hash"]
             self.segment_no += 1
-            self._file = open(self.dir / f"segment-{self.segment_no:06d}.jsonl", "a",
-                              encoding="utf-8")
+            self._file = open(
+                self.dir / f"segment-{self.segment_no:06d}.jsonl", "a", encoding="utf-8"
+            )
             return
         records = [x for x in lines if "seq" in x]
         if records:
@@ -155,8 +159,9 @@ class DecisionLog:
         for body in records:
             self.seq += 1
             h = record_hash(self.last_hash, self.seq, body)
-            lines.append(canonical({"seq": self.seq, "prev": self.last_hash, "hash": h,
-                                    "record": body}))
+            lines.append(
+                canonical({"seq": self.seq, "prev": self.last_hash, "hash": h, "record": body})
+            )
             self.last_hash = h
             self.segment_count += 1
             if self.segment_count >= self.segment_records:
@@ -172,13 +177,22 @@ class DecisionLog:
         os.fsync(self._file.fileno())
 
     def _seal(self) -> None:
-        self._write([canonical({"seal": True, "segment": self.segment_no,
-                                "records": self.segment_count, "final_hash": self.last_hash})])
+        self._write(
+            [
+                canonical(
+                    {
+                        "seal": True,
+                        "segment": self.segment_no,
+                        "records": self.segment_count,
+                        "final_hash": self.last_hash,
+                    }
+                )
+            ]
+        )
         self._file.close()
         self.segment_no += 1
         self.segment_count = 0
-        self._file = open(self.dir / f"segment-{self.segment_no:06d}.jsonl", "a",
-                          encoding="utf-8")
+        self._file = open(self.dir / f"segment-{self.segment_no:06d}.jsonl", "a", encoding="utf-8")
 
     def seal(self) -> None:
         """Seal the current segment now (rotation, shutdown)."""
@@ -210,6 +224,7 @@ def _resolve(fut: asyncio.Future, error: Exception | None) -> None:
 # ---------------------------------------------------------------------------------------
 # verification and lookup
 # ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Problem:
@@ -260,15 +275,27 @@ def verify(root: str | Path) -> VerifyReport:
                 try:
                     line = json.loads(text)
                 except json.JSONDecodeError:
-                    problems.append(Problem(stream.name, segment.name, lineno,
-                                            "unreadable line (edited or truncated)"))
+                    problems.append(
+                        Problem(
+                            stream.name,
+                            segment.name,
+                            lineno,
+                            "unreadable line (edited or truncated)",
+                        )
+                    )
                     continue
                 if line.get("seal"):
                     sealed = True
                     if line.get("records") != count or line.get("final_hash") != prev:
-                        problems.append(Problem(stream.name, segment.name, lineno,
-                                                "seal does not match the segment's records "
-                                                "(records removed, added or edited)"))
+                        problems.append(
+                            Problem(
+                                stream.name,
+                                segment.name,
+                                lineno,
+                                "seal does not match the segment's records "
+                                "(records removed, added or edited)",
+                            )
+                        )
                     continue
                 total += 1
                 count += 1
@@ -276,25 +303,53 @@ def verify(root: str | Path) -> VerifyReport:
                 decision = body.get("decision_id") if isinstance(body, dict) else None
                 seq = line.get("seq")
                 if seq != expected_seq:
-                    what = ("record(s) missing before this one" if isinstance(seq, int)
-                            and seq > expected_seq else "record out of order or inserted")
-                    problems.append(Problem(stream.name, segment.name, lineno,
-                                            f"{what}: sequence {seq}, expected {expected_seq}",
-                                            decision))
+                    what = (
+                        "record(s) missing before this one"
+                        if isinstance(seq, int) and seq > expected_seq
+                        else "record out of order or inserted"
+                    )
+                    problems.append(
+                        Problem(
+                            stream.name,
+                            segment.name,
+                            lineno,
+                            f"{what}: sequence {seq}, expected {expected_seq}",
+                            decision,
+                        )
+                    )
                 if line.get("prev") != prev:
-                    problems.append(Problem(stream.name, segment.name, lineno,
-                                            "does not chain from the previous record", decision))
-                if record_hash(line.get("prev", ""), seq if isinstance(seq, int) else -1,
-                               body) != line.get("hash"):
-                    problems.append(Problem(stream.name, segment.name, lineno,
-                                            "content does not match its hash (edited)",
-                                            decision))
+                    problems.append(
+                        Problem(
+                            stream.name,
+                            segment.name,
+                            lineno,
+                            "does not chain from the previous record",
+                            decision,
+                        )
+                    )
+                if record_hash(
+                    line.get("prev", ""), seq if isinstance(seq, int) else -1, body
+                ) != line.get("hash"):
+                    problems.append(
+                        Problem(
+                            stream.name,
+                            segment.name,
+                            lineno,
+                            "content does not match its hash (edited)",
+                            decision,
+                        )
+                    )
                 prev = line.get("hash", "")
                 expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
             if si < len(segments) - 1 and not sealed:
-                problems.append(Problem(stream.name, segment.name, count,
-                                        "segment is not sealed but later segments exist "
-                                        "(truncated)"))
+                problems.append(
+                    Problem(
+                        stream.name,
+                        segment.name,
+                        count,
+                        "segment is not sealed but later segments exist (truncated)",
+                    )
+                )
     return VerifyReport(len(found), total, problems)
 
 

@@ -47,8 +47,10 @@ _app = build_app(_decide, _health, title="checkout-risk")
 
 
 def _paths(registry: str | None, log_dir: str | None) -> dict[str, Any]:
-    return {"registry": Path(registry) if registry else None,
-            "log_dir": Path(log_dir) if log_dir else None}
+    return {
+        "registry": Path(registry) if registry else None,
+        "log_dir": Path(log_dir) if log_dir else None,
+    }
 
 
 class _Ingress:
@@ -58,8 +60,9 @@ class _Ingress:
         global _REPLICA
         self.pipeline = pipeline
         region = pipeline.region
-        self.batcher = MicroBatcher(pipeline.decide, pipeline.after, region.max_batch,
-                                    region.batch_wait_ms)
+        self.batcher = MicroBatcher(
+            pipeline.decide, pipeline.after, region.max_batch, region.batch_wait_ms
+        )
         _REPLICA = self
 
     def check_health(self) -> None:
@@ -72,22 +75,33 @@ class _Ingress:
 class FusedDecider(_Ingress):
     """Every stage in this replica: one Redis round trip and one CatBoost call per batch."""
 
-    def __init__(self, region: str, registry: str | None = None, log_dir: str | None = None,
-                 redis_url: str | None = None) -> None:
-        self._start(DecisionPipeline(load_region(region), redis_url=redis_url,
-                                     **_paths(registry, log_dir)))
+    def __init__(
+        self,
+        region: str,
+        registry: str | None = None,
+        log_dir: str | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        self._start(
+            DecisionPipeline(load_region(region), redis_url=redis_url, **_paths(registry, log_dir))
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # the separate-deployment graph
 # ---------------------------------------------------------------------------------------
 
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class FeatureLookupDeployment:
     def __init__(self, region: str, redis_url: str | None = None) -> None:
         cfg = load_region(region)
-        self.stage = FeatureLookup(region_store_url(cfg, redis_url), cfg.namespace,
-                                   cfg.feature_timeout_ms, cfg.store_retry_after_s)
+        self.stage = FeatureLookup(
+            region_store_url(cfg, redis_url),
+            cfg.namespace,
+            cfg.feature_timeout_ms,
+            cfg.store_retry_after_s,
+        )
 
     def lookup(self, records: list[dict], ids: list[str]) -> FeatureBatch:
         return self.stage.lookup(records, ids)
@@ -118,10 +132,6 @@ class ScorerDeployment:
     def explain(self, values: list[dict], fallback: bool, top: int) -> list:
         return self.stage.explain(values, fallback, top)
 
-    def champion(self) -> str | None:
-        self.stage.refresh()
-        return self.stage.champion.version if self.stage.champion else None
-
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class CombinerDeployment:
@@ -130,8 +140,9 @@ class CombinerDeployment:
 
         self.stage = DecisionCombiner(DEFAULT_COSTS, load_region(region).rules_only_step_up_usd)
 
-    def combine(self, values: list[dict], policy: list[PolicyResult],
-                p: np.ndarray | None) -> list[str]:
+    def combine(
+        self, values: list[dict], policy: list[PolicyResult], p: np.ndarray | None
+    ) -> list[str]:
         return self.stage.combine(values, policy, p)
 
 
@@ -173,13 +184,12 @@ class RemotePolicyEngine(_Remote):
 
 class RemoteScorer(_Remote):
     shadow = None
-
-    @property
-    def champion(self) -> Any:
-        return self.call("champion")
+    champion: str | None = None  # the version that scored last (health reports it)
 
     def score(self, values: Any, fallback: bool) -> tuple[np.ndarray, str]:
-        return self.call("score", list(values), fallback)
+        p, version = self.call("score", list(values), fallback)
+        self.champion = version.split("/")[0]
+        return p, version
 
     def explain(self, values: Any, fallback: bool, top: int) -> list:
         return self.call("explain", list(values), fallback, top)
@@ -204,17 +214,28 @@ class GraphIngress(_Ingress):
 
     topology = "graph"
 
-    def __init__(self, features: Any, policy: Any, scorer: Any, combiner: Any, region: str,
-                 registry: str | None = None, log_dir: str | None = None,
-                 redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        features: Any,
+        policy: Any,
+        scorer: Any,
+        combiner: Any,
+        region: str,
+        registry: str | None = None,
+        log_dir: str | None = None,
+        redis_url: str | None = None,
+    ) -> None:
         cfg = load_region(region)
         hop_s = cfg.budget_ms / 1000
-        stages = {"features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
-                  "policy": RemotePolicyEngine(policy, hop_s),
-                  "scorer": RemoteScorer(scorer, hop_s),
-                  "combiner": RemoteCombiner(combiner, hop_s)}
-        pipeline = DecisionPipeline(cfg, redis_url=redis_url, stages=stages,
-                                    **_paths(registry, log_dir))
+        stages = {
+            "features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
+            "policy": RemotePolicyEngine(policy, hop_s),
+            "scorer": RemoteScorer(scorer, hop_s),
+            "combiner": RemoteCombiner(combiner, hop_s),
+        }
+        pipeline = DecisionPipeline(
+            cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir)
+        )
         self._start(pipeline)
 
 
@@ -222,20 +243,27 @@ class GraphIngress(_Ingress):
 # application builders (import paths for `serve run` / serve config files)
 # ---------------------------------------------------------------------------------------
 
+
 def fused_app(args: dict[str, Any]) -> Any:
     region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
-    return FusedDecider.bind(region, args.get("registry"), args.get("log_dir"),
-                             args.get("redis_url"))
+    return FusedDecider.bind(
+        region, args.get("registry"), args.get("log_dir"), args.get("redis_url")
+    )
 
 
 def graph_app(args: dict[str, Any]) -> Any:
     region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
-    registry, log_dir, redis_url = args.get("registry"), args.get("log_dir"), args.get(
-        "redis_url")
+    registry, log_dir, redis_url = args.get("registry"), args.get("log_dir"), args.get("redis_url")
     return GraphIngress.bind(
-        FeatureLookupDeployment.bind(region, redis_url), PolicyDeployment.bind(),
-        ScorerDeployment.bind(registry), CombinerDeployment.bind(region), region, registry,
-        log_dir, redis_url)
+        FeatureLookupDeployment.bind(region, redis_url),
+        PolicyDeployment.bind(),
+        ScorerDeployment.bind(registry),
+        CombinerDeployment.bind(region),
+        region,
+        registry,
+        log_dir,
+        redis_url,
+    )
 
 
 def wait_ready(url: str, key: str, timeout_s: float = 120.0) -> None:
@@ -253,5 +281,3 @@ def wait_ready(url: str, key: str, timeout_s: float = 120.0) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not become healthy")
-
-

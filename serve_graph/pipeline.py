@@ -63,23 +63,34 @@ def _jsonable(value: Any) -> Any:
 class DecisionPipeline:
     """All stages of one region, for one replica."""
 
-    def __init__(self, region: RegionConfig, registry: Path | None = None,
-                 policy_path: Path = CHAMPION_POLICY, shadow_policies: Sequence[Path] = (),
-                 costs_path: Path = DEFAULT_COSTS, log_dir: Path | None = None,
-                 redis_url: str | None = None, replica_id: str | None = None,
-                 stages: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        region: RegionConfig,
+        registry: Path | None = None,
+        policy_path: Path = CHAMPION_POLICY,
+        shadow_policies: Sequence[Path] = (),
+        costs_path: Path = DEFAULT_COSTS,
+        log_dir: Path | None = None,
+        redis_url: str | None = None,
+        replica_id: str | None = None,
+        stages: dict[str, Any] | None = None,
+    ) -> None:
         """`stages` replaces local stages with stand-ins (the graph topology's handles)."""
         from feature_views.store import run_dir
 
         self.region = region
         stages = stages or {}
         self.features = stages.get("features") or FeatureLookup(
-            region_store_url(region, redis_url), region.namespace, region.feature_timeout_ms,
-            region.store_retry_after_s)
+            region_store_url(region, redis_url),
+            region.namespace,
+            region.feature_timeout_ms,
+            region.store_retry_after_s,
+        )
         self.policy = stages.get("policy") or PolicyEngine(policy_path, shadow_policies)
         self.scorer = stages.get("scorer") or Scorer(registry or registry_root())
         self.combiner = stages.get("combiner") or DecisionCombiner(
-            costs_path, region.rules_only_step_up_usd)
+            costs_path, region.rules_only_step_up_usd
+        )
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.log_root = Path(log_dir or run_dir() / "decision-log")
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
@@ -87,8 +98,12 @@ class DecisionPipeline:
         self._served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # for shadow scoring
 
     # ---- the hot path -------------------------------------------------------------------
-    def decide(self, records: Sequence[dict[str, Any]], arrived: Sequence[float],
-               trace_ids: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    def decide(
+        self,
+        records: Sequence[dict[str, Any]],
+        arrived: Sequence[float],
+        trace_ids: Sequence[str | None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Decisions for a micro-batch of validated contract-form attempts (blocking)."""
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
@@ -113,9 +128,16 @@ class DecisionPipeline:
                 responses[todo[j]] = response
         return responses  # type: ignore[return-value]
 
-    def _decide(self, batch: list[dict[str, Any]], fresh: list[int], fetched: Any,
-                arrived: Sequence[float], deadline: float, todo: list[int],
-                trace_ids: list[str | None]) -> list[dict[str, Any]]:
+    def _decide(
+        self,
+        batch: list[dict[str, Any]],
+        fresh: list[int],
+        fetched: Any,
+        arrived: Sequence[float],
+        deadline: float,
+        todo: list[int],
+        trace_ids: list[str | None],
+    ) -> list[dict[str, Any]]:
         records = [batch[j] for j in fresh]
         rung, reason = 1, None
         if fetched.vectors is not None:
@@ -150,8 +172,9 @@ class DecisionPipeline:
         contributions: dict[int, list[tuple[str, float]]] = {}
         if explain and (deadline - time.monotonic()) * 1000 > 10:
             rows = [values[i] for i in explain]
-            for i, c in zip(explain, self.scorer.explain(rows, fallback, self.region.explain_top),
-                            strict=True):
+            for i, c in zip(
+                explain, self.scorer.explain(rows, fallback, self.region.explain_top), strict=True
+            ):
                 contributions[i] = c
         now = time.monotonic()
         out, log_records = [], []
@@ -161,22 +184,30 @@ class DecisionPipeline:
                 row_rung, row_reason = 2, f"stale views: {', '.join(stale[i])}"
             decision_id = uuid.uuid4().hex
             reasons = [{"kind": "policy", "code": rid} for rid in policy[i].rule_ids]
-            reasons += [{"kind": "model", "code": f, "contribution": c}
-                        for f, c in contributions.get(i, [])]
+            reasons += [
+                {"kind": "model", "code": f, "contribution": c} for f, c in contributions.get(i, [])
+            ]
             k = todo[fresh[i]]
             latency_ms = round((now - arrived[k]) * 1000, 3)
             response = {
-                "decision_id": decision_id, "transaction_id": str(rec["transaction_id"]),
+                "decision_id": decision_id,
+                "transaction_id": str(rec["transaction_id"]),
                 "action": act,
                 "fraud_probability": None if p is None else round(float(p[i]), 6),
-                "reasons": reasons, "model_version": version,
-                "policy_version": self.policy.version, "region": self.region.name,
+                "reasons": reasons,
+                "model_version": version,
+                "policy_version": self.policy.version,
+                "region": self.region.name,
                 "degraded": None if row_rung == 1 else {"rung": row_rung, "reason": row_reason},
-                "latency_ms": latency_ms, "trace_id": trace_ids[k],
+                "latency_ms": latency_ms,
+                "trace_id": trace_ids[k],
             }
             out.append(response)
-            log_records.append(self._log_record(rec, values[i], ages[i], missing[i], stale[i],
-                                                policy[i], p, i, response))
+            log_records.append(
+                self._log_record(
+                    rec, values[i], ages[i], missing[i], stale[i], policy[i], p, i, response
+                )
+            )
         self.log.append(log_records)
         for response, v in zip(out, values, strict=True):
             self._remember(response)
@@ -186,23 +217,47 @@ class DecisionPipeline:
             self._served.popitem(last=False)
         return out
 
-    def _log_record(self, rec: dict[str, Any], values: dict[str, Any], ages: dict[str, Any],
-                    missing: list[str], stale: list[str], policy: Any, p: np.ndarray | None,
-                    i: int, response: dict[str, Any]) -> dict[str, Any]:
-        key_input = {k: (keyed_hash(str(v)) if k in HASHED_FIELDS and v is not None else v)
-                     for k, v in rec.items() if k != "event_ms"}
+    def _log_record(
+        self,
+        rec: dict[str, Any],
+        values: dict[str, Any],
+        ages: dict[str, Any],
+        missing: list[str],
+        stale: list[str],
+        policy: Any,
+        p: np.ndarray | None,
+        i: int,
+        response: dict[str, Any],
+    ) -> dict[str, Any]:
+        key_input = {
+            k: (keyed_hash(str(v)) if k in HASHED_FIELDS and v is not None else v)
+            for k, v in rec.items()
+            if k != "event_ms"
+        }
         key_input["event_time_ms"] = to_ms(rec.get("event_time"))
         if key_input.get("merchant_created_at") is not None:
             key_input["merchant_created_at"] = to_ms(rec["merchant_created_at"])
-        features = {k: _jsonable(v) for k, v in values.items() if k not in LIST_FIELDS or
-                    k in ("merchant_id", "email_domain")}
+        features = {
+            k: _jsonable(v)
+            for k, v in values.items()
+            if k not in LIST_FIELDS or k in ("merchant_id", "email_domain")
+        }
         costs = self.combiner.costs.get().for_region(rec.get("region")).model_dump()
         return {
-            "type": "decision", **response, "input": key_input, "features": features,
-            "feature_ages_ms": ages, "missing_views": missing, "stale_views": stale,
-            "policy": {"version": self.policy.version, "override": policy.action,
-                       "rules": list(policy.rule_ids)},
-            "costs": costs, "replica": self.replica_id,
+            "type": "decision",
+            **response,
+            "input": key_input,
+            "features": features,
+            "feature_ages_ms": ages,
+            "missing_views": missing,
+            "stale_views": stale,
+            "policy": {
+                "version": self.policy.version,
+                "override": policy.action,
+                "rules": list(policy.rule_ids),
+            },
+            "costs": costs,
+            "replica": self.replica_id,
         }
 
     def _remember(self, response: dict[str, Any]) -> None:
@@ -211,19 +266,21 @@ class DecisionPipeline:
             self._recent.popitem(last=False)
 
     # ---- after the responses ------------------------------------------------------------
-    def after(self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
-              ) -> None:
+    def after(self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]) -> None:
         """Online feature updates and shadow scoring, off the critical path."""
-        new = [(r, d) for r, d in zip(records, responses, strict=True)
-               if not d.get("idempotent_replay")]
+        new = [
+            (r, d)
+            for r, d in zip(records, responses, strict=True)
+            if not d.get("idempotent_replay")
+        ]
         if not new:
             return
-        self.features.update([r for r, _ in new],
-                             [json.dumps(d) for _, d in new])
+        self.features.update([r for r, _ in new], [json.dumps(d) for _, d in new])
         self.shadow([r for r, _ in new], [d for _, d in new])
 
-    def shadow(self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
-               ) -> None:
+    def shadow(
+        self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
+    ) -> None:
         """Shadow challenger and shadow policies: evaluated, logged, never enforced."""
         if self.scorer.shadow is None and not self.policy.shadows:
             return
@@ -234,11 +291,17 @@ class DecisionPipeline:
         if self.scorer.shadow is not None and all(v is not None for v in served):
             scores = self.scorer.score_shadow(served)  # the features as served, not re-read
         for i, d in enumerate(responses):
-            entries.append({"type": "shadow", "decision_id": d["decision_id"],
-                            "shadow_model": None if scores is None else scores[1],
-                            "shadow_fraud_probability": None if scores is None else
-                            round(float(scores[0][i]), 6),
-                            "shadow_policies": policies[i]})
+            entries.append(
+                {
+                    "type": "shadow",
+                    "decision_id": d["decision_id"],
+                    "shadow_model": None if scores is None else scores[1],
+                    "shadow_fraud_probability": None
+                    if scores is None
+                    else round(float(scores[0][i]), 6),
+                    "shadow_policies": policies[i],
+                }
+            )
         self.log.append(entries)
 
     def close(self) -> None:

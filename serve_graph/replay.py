@@ -38,8 +38,12 @@ class ReplayResult:
         return not self.mismatches
 
 
-def replay(decision_id: str, log_root: Path, registry: Path | None = None,
-           rules_only_step_up_usd: float = 100.0) -> ReplayResult:
+def replay(
+    decision_id: str,
+    log_root: Path,
+    registry: Path | None = None,
+    rules_only_step_up_usd: float = 100.0,
+) -> ReplayResult:
     record = find(log_root, decision_id)
     if record is None:
         raise ReplayError(f"decision {decision_id} is not in the log at {log_root}")
@@ -65,13 +69,20 @@ def replay(decision_id: str, log_root: Path, registry: Path | None = None,
     costs = Costs(CostModel.model_validate(record["costs"]), {})
     combiner = DecisionCombiner.__new__(DecisionCombiner)
     combiner.step_up_usd = rules_only_step_up_usd
-    action = combiner.combine([values], [policy], None if p is None else np.array([p]),
-                              costs=costs)[0]
-    replayed = {"action": action,
-                "fraud_probability": None if p is None else round(p, 6),
-                "model_reasons": [[f, c] for f, c in contributions]}
-    logged = {"action": record["action"], "fraud_probability": record["fraud_probability"],
-              "model_reasons": [[r["code"], r["contribution"]] for r in record["reasons"]
-                                if r["kind"] == "model"]}
+    action = combiner.combine(
+        [values], [policy], None if p is None else np.array([p]), costs=costs
+    )[0]
+    replayed = {
+        "action": action,
+        "fraud_probability": None if p is None else round(p, 6),
+        "model_reasons": [[f, c] for f, c in contributions],
+    }
+    logged = {
+        "action": record["action"],
+        "fraud_probability": record["fraud_probability"],
+        "model_reasons": [
+            [r["code"], r["contribution"]] for r in record["reasons"] if r["kind"] == "model"
+        ],
+    }
     mismatches = [k for k in replayed if replayed[k] != logged[k]]
     return ReplayResult(decision_id, logged, replayed, mismatches)

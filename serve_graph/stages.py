@@ -56,6 +56,7 @@ class _Reloading:
 # FeatureLookup
 # ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class FeatureBatch:
     """Vectors for a batch, or the request-only fallback when the store is unavailable."""
@@ -73,8 +74,9 @@ class FeatureLookup:
     dead Redis costs one timeout, not one per request; then it is tried again.
     """
 
-    def __init__(self, url: str | None, namespace: str, timeout_ms: float,
-                 retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self, url: str | None, namespace: str, timeout_ms: float, retry_after_s: float = 1.0
+    ) -> None:
         self.url, self.namespace = url, namespace
         self.timeout_s = timeout_ms / 1000
         self.retry_after_s = retry_after_s
@@ -89,8 +91,9 @@ class FeatureLookup:
     def available(self) -> bool:
         return time.monotonic() >= self._open_until
 
-    def lookup(self, records: Sequence[dict[str, Any]], idempotency_keys: Sequence[str] = ()
-               ) -> FeatureBatch:
+    def lookup(
+        self, records: Sequence[dict[str, Any]], idempotency_keys: Sequence[str] = ()
+    ) -> FeatureBatch:
         if self.available():
             try:
                 store = self._get_store()
@@ -112,8 +115,10 @@ class FeatureLookup:
     def request_only(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Request-time features as the fallback model was trained on them."""
         cols = request_features(_request_columns(records, np.full(len(records), -1.0)))
-        return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in cols.items()}
-                for i in range(len(records))]
+        return [
+            {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in cols.items()}
+            for i in range(len(records))
+        ]
 
     def update(self, records: Sequence[dict[str, Any]], decisions: Sequence[str]) -> None:
         """After the response: apply the attempts (idempotent) and remember the decisions."""
@@ -128,6 +133,7 @@ class FeatureLookup:
 # ---------------------------------------------------------------------------------------
 # PolicyEngine
 # ---------------------------------------------------------------------------------------
+
 
 class PolicyEngine:
     """Champion policy (enforced) and shadow policies (evaluated and logged only)."""
@@ -157,6 +163,7 @@ class PolicyEngine:
 # ---------------------------------------------------------------------------------------
 # Scorer
 # ---------------------------------------------------------------------------------------
+
 
 class Scorer:
     """The champion model (and shadow challenger), hot-swapped when the registry changes.
@@ -218,8 +225,9 @@ class Scorer:
         frame = pd.DataFrame.from_records(rows, columns=list(shadow.model.features))
         return shadow.model.predict(frame), shadow.version
 
-    def explain(self, rows: list[dict[str, Any]], fallback: bool, top: int
-                ) -> list[list[tuple[str, float]]]:
+    def explain(
+        self, rows: list[dict[str, Any]], fallback: bool, top: int
+    ) -> list[list[tuple[str, float]]]:
         champion = self.champion
         if champion is None or not rows:
             return [[] for _ in rows]
@@ -232,6 +240,7 @@ class Scorer:
 # DecisionCombiner
 # ---------------------------------------------------------------------------------------
 
+
 class DecisionCombiner:
     """Expected-cost action, then policy overrides; rules-only when there is no score."""
 
@@ -239,16 +248,25 @@ class DecisionCombiner:
         self.costs = _Reloading(costs_path, load_costs)
         self.step_up_usd = rules_only_step_up_usd
 
-    def combine(self, values: Sequence[dict[str, Any]], policy: Sequence[PolicyResult],
-                fraud_probability: np.ndarray | None, costs: Costs | None = None) -> list[str]:
+    def combine(
+        self,
+        values: Sequence[dict[str, Any]],
+        policy: Sequence[PolicyResult],
+        fraud_probability: np.ndarray | None,
+        costs: Costs | None = None,
+    ) -> list[str]:
         """`costs` overrides the configured costs (replay uses the ones logged)."""
         amounts = np.array([v["amount_usd"] for v in values], dtype=np.float64)
         if fraud_probability is None:  # rung 4: rules only, conservative challenge
             proposed = np.where(amounts >= self.step_up_usd, "step_up", "approve").astype(object)
         else:
             costs = costs or self.costs.get()
-            proposed = actions_for(costs, fraud_probability, amounts,
-                                   np.array([v.get("region") for v in values], dtype=object))
+            proposed = actions_for(
+                costs,
+                fraud_probability,
+                amounts,
+                np.array([v.get("region") for v in values], dtype=object),
+            )
         out = []
         for action, result in zip(proposed, policy, strict=True):
             if result.action == "approve":

@@ -21,19 +21,23 @@ from serve_graph.pipeline import DecisionPipeline
 
 def health_of(pipeline: DecisionPipeline) -> dict[str, Any]:
     champion = pipeline.scorer.champion
-    return {"status": "ok", "region": pipeline.region.name,
-            "model_version": getattr(champion, "version", champion),
-            "policy_version": pipeline.policy.version,
-            "online_store": "up" if pipeline.features.available() else "down (fallback)"}
+    return {
+        "status": "ok",
+        "region": pipeline.region.name,
+        "model_version": getattr(champion, "version", champion),
+        "policy_version": pipeline.policy.version,
+        "online_store": "up" if pipeline.features.available() else "down (fallback)",
+    }
 
 
-def create_app(region: str | None = None, registry: str | None = None,
-               log_dir: str | None = None) -> FastAPI:
+def create_app(
+    region: str | None = None, registry: str | None = None, log_dir: str | None = None
+) -> FastAPI:
     config = load_region(region or os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
-    pipeline = DecisionPipeline(config, Path(registry) if registry else None,
-                                log_dir=Path(log_dir) if log_dir else None)
-    batcher = MicroBatcher(pipeline.decide, pipeline.after, config.max_batch,
-                           config.batch_wait_ms)
+    pipeline = DecisionPipeline(
+        config, Path(registry) if registry else None, log_dir=Path(log_dir) if log_dir else None
+    )
+    batcher = MicroBatcher(pipeline.decide, pipeline.after, config.max_batch, config.batch_wait_ms)
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:
         return await batcher.submit(record, arrived, trace)

@@ -13,8 +13,10 @@ from serve_graph.decision_log import DecisionLog, find, keyed_hash, verify
 
 
 def _records(n: int, start: int = 0) -> list[dict]:
-    return [{"decision_id": f"d{i}", "action": "approve", "amount_usd": i * 1.5}
-            for i in range(start, start + n)]
+    return [
+        {"decision_id": f"d{i}", "action": "approve", "amount_usd": i * 1.5}
+        for i in range(start, start + n)
+    ]
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def test_restart_continues_the_chain(log_dir: Path) -> None:
 
 def test_torn_last_line_from_a_crash_is_dropped_on_restart(log_dir: Path) -> None:
     last = sorted((log_dir / "stream-a").glob("segment-*.jsonl"))[-1]
-    last.write_text(last.read_text() + '{"seq": 26, "prev": "ab')   # died mid-write
+    last.write_text(last.read_text() + '{"seq": 26, "prev": "ab')  # died mid-write
     DecisionLog(log_dir / "stream-a", segment_records=10).close()
     assert verify(log_dir).ok
 
@@ -106,16 +108,18 @@ def test_truncation_is_named(log_dir: Path) -> None:
 
 def test_concurrent_writers_share_one_chain(tmp_path: Path) -> None:
     log = DecisionLog(tmp_path / "s", segment_records=1000)
-    threads = [threading.Thread(target=log.append, args=(_records(50, start=i * 50),))
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=log.append, args=(_records(50, start=i * 50),)) for i in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
     async def more() -> None:
-        await asyncio.gather(*(log.append_async(_records(5, start=1000 + i * 5))
-                               for i in range(10)))
+        await asyncio.gather(
+            *(log.append_async(_records(5, start=1000 + i * 5)) for i in range(10))
+        )
 
     asyncio.run(more())
     log.close()

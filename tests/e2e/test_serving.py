@@ -1,0 +1,324 @@
+"""End to end over HTTP: a real local Ray cluster, Ray Serve, real Redis, a trained model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from checkout_risk import cluster
+from feature_views.contract import PaymentAttempt
+from feature_views.materialize import load_frames
+from feature_views.offline import LABEL_KEY_COLUMNS, fraud_labels
+from feature_views.online import OnlineFeatureStore
+from feature_views.store import connect, embedded_url, stop_embedded
+from feature_views.tables import read_attempts, read_labels
+from serve_graph.config import dev_key, load_region
+from serve_graph.decision_log import verify
+from serve_graph.pipeline import region_store_url
+from serve_graph.replay import replay
+from trainers.registry import Registry
+
+BASE = "http://127.0.0.1:8000"
+
+
+def post(
+    url: str, body: dict, key: str | None = None, timeout: float = 10
+) -> tuple[int, dict, float]:
+    req = urllib.request.Request(
+        f"{url}/v1/decisions",
+        data=json.dumps(body, default=str).encode(),
+        headers={"Content-Type": "application/json", **({"X-API-Key": key} if key else {})},
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read()), (time.perf_counter() - started) * 1000
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), (time.perf_counter() - started) * 1000
+
+
+def as_body(rec: dict) -> dict:
+    out = {}
+    for k, v in rec.items():
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+            continue
+        out[k] = v.isoformat() if isinstance(v, pd.Timestamp) else v
+    return out
+
+
+@pytest.fixture(scope="module")
+def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("serving")
+    redis_dir = work / "redis"
+    url = embedded_url(redis_dir)
+    Registry(registry_root).set_stage("v1", "champion", "e2e setup")
+    attempts = read_attempts(training_sim / "events")
+    labels = read_labels(training_sim / "labels")
+    start = pd.Timestamp(trained["window"]["end"], tz="UTC") + pd.Timedelta(days=7)
+    history = attempts[attempts["event_time"] < start]
+    region = load_region("us-east")
+    store = OnlineFeatureStore(
+        connect(region_store_url(region, url), timeout_s=30), region.namespace
+    )
+    store.flush_namespace()
+    fraud = fraud_labels(labels, attempts[["transaction_id", *LABEL_KEY_COLUMNS]])
+    load_frames(
+        store,
+        [g.reset_index(drop=True) for _, g in history.groupby(history["event_time"].dt.floor("D"))],
+        fraud[fraud["label_ms"] < start.value // 1_000_000],
+    )
+    log_dir = work / "decision-log"
+    common = {"registry": str(registry_root), "log_dir": str(log_dir), "redis_url": url}
+
+    def app(name: str, region: str, path: str, graph: bool = False) -> dict:
+        spec = {
+            "name": name,
+            "route_prefix": path,
+            "args": dict(common, region=region),
+            "import_path": f"serve_graph.deployments:{'graph' if graph else 'fused'}_app",
+        }
+        if graph:
+            spec["deployments"] = [
+                {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
+                for n in (
+                    "GraphIngress",
+                    "FeatureLookupDeployment",
+                    "PolicyDeployment",
+                    "ScorerDeployment",
+                    "CombinerDeployment",
+                )
+            ]
+        else:
+            spec["deployments"] = [
+                {"name": "FusedDecider", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}}
+            ]
+        return spec
+
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": 8000},
+        "applications": [
+            app("e2e-us", "us-east", "/e2e-us"),
+            app("e2e-eu", "eu-west", "/e2e-eu"),
+            app("e2e-graph", "us-east", "/e2e-graph", graph=True),
+        ],
+    }
+    path = work / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = cluster.ray_env()
+    serve = str(Path(cluster._ray()).with_name("serve"))
+    subprocess.run(
+        [serve, "deploy", str(path), "--address", cluster.JOBS_URL],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    from serve_graph.deployments import wait_ready
+
+    for route in ("/e2e-us", "/e2e-eu", "/e2e-graph"):
+        wait_ready(BASE + route, dev_key(), 240)
+    window = attempts[attempts["event_time"] >= start]
+    truth = (
+        ds.dataset(training_sim / "truth", partitioning="hive")
+        .to_table(columns=["transaction_id", "pattern"])
+        .to_pandas()
+        .set_index("transaction_id")
+    )
+    yield {
+        "url": BASE + "/e2e-us",
+        "eu": BASE + "/e2e-eu",
+        "graph": BASE + "/e2e-graph",
+        "redis_dir": redis_dir,
+        "redis_url": url,
+        "log_dir": log_dir,
+        "window": window,
+        "truth": truth,
+        "store": store,
+        "registry": registry_root,
+    }
+    subprocess.run(
+        [serve, "shutdown", "--yes", "--address", cluster.JOBS_URL], env=env, capture_output=True
+    )
+    stop_embedded(redis_dir)
+
+
+def test_campaigns_are_decided_the_right_way(serving) -> None:
+    window, truth = serving["window"], serving["truth"]
+    pattern = window["transaction_id"].map(truth["pattern"])
+    fraud = window[pattern != ""]
+    legit = window[pattern == ""].iloc[:400]
+    replayed = pd.concat([fraud, legit]).sort_values(["event_time", "transaction_id"])
+    key = dev_key()
+    actions: dict[str, str] = {}
+    for rec in replayed.to_dict("records"):
+        status, body, _ = post(serving["url"], as_body(rec), key)
+        assert status == 200, body
+        actions[rec["transaction_id"]] = body["action"]
+    got = replayed["transaction_id"].map(actions)
+    pats = replayed["transaction_id"].map(truth["pattern"])
+    for name in ("card_testing", "stolen_card", "account_takeover"):
+        rows = pats == name
+        if rows.sum() >= 3:
+            assert got[rows].isin(["step_up", "block"]).mean() >= 0.7, name
+    assert (got[pats == ""] == "approve").mean() >= 0.95
+
+
+def test_response_carries_reasons_versions_and_explanations(serving) -> None:
+    rec = as_body(serving["window"].iloc[0].to_dict()) | {
+        "transaction_id": f"e2e-expl-{time.time()}",
+        "amount": 1900.0,
+        "currency": "USD",
+        "ip_country": "BR",
+        "shipping_country": "BR",
+        "device_id": f"new-{time.time()}",
+    }
+    rec.pop("amount_usd", None)
+    status, body, _ = post(serving["url"], rec, dev_key())
+    assert status == 200 and body["action"] in ("step_up", "block")
+    assert body["model_version"] == "v1" and body["policy_version"].startswith("champion")
+    assert any(r["kind"] == "policy" for r in body["reasons"])
+    assert any(r["kind"] == "model" and r["contribution"] is not None for r in body["reasons"])
+    result = replay(body["decision_id"], serving["log_dir"], serving["registry"])
+    assert result.ok, result.mismatches
+
+
+def test_retry_returns_the_same_decision_and_changes_no_feature(serving) -> None:
+    rec = as_body(serving["window"].iloc[5].to_dict()) | {
+        "transaction_id": f"e2e-idem-{time.time()}"
+    }
+    later = PaymentAttempt.model_validate(rec).to_record()
+    later["event_time"] += pd.Timedelta(minutes=1)  # read as of one minute after the attempt
+    first = post(serving["url"], rec, dev_key())[1]
+    time.sleep(0.5)  # the online update happens after the response
+    before = serving["store"].read(later).values["card_count_10m"]
+    second = post(serving["url"], rec, dev_key())[1]
+    time.sleep(0.5)
+    after = serving["store"].read(later).values["card_count_10m"]
+    assert second["decision_id"] == first["decision_id"] and second["idempotent_replay"]
+    assert before == after >= 1
+
+
+def test_auth_and_validation(serving) -> None:
+    rec = as_body(serving["window"].iloc[1].to_dict())
+    assert post(serving["url"], rec)[0] == 401
+    assert post(serving["url"], rec, "wrong-key")[0] == 401
+    status, body, _ = post(serving["url"], rec | {"amount": -5}, dev_key())
+    assert status == 422 and body["detail"][0]["loc"][-1] == "amount"
+    status, body, _ = post(serving["url"], rec | {"card_id": "4111111111111111"}, dev_key())
+    assert status == 422 and "card number" in json.dumps(body)
+
+
+def test_graph_topology_decides_like_the_fused_one(serving) -> None:
+    for rec in serving["window"].iloc[10:20].to_dict("records"):
+        body = as_body(rec) | {"transaction_id": f"g-{rec['transaction_id']}-{time.time()}"}
+        status, out, _ = post(serving["graph"], body, dev_key())
+        assert status == 200 and out["action"] in ("approve", "step_up", "block")
+        assert out["model_version"] == "v1" and out["degraded"] is None
+
+
+def test_redis_stopped_mid_test_degrades_inside_budget_and_recovers(serving) -> None:
+    key, window = dev_key(), serving["window"]
+    stop_embedded(serving["redis_dir"])
+    try:
+        results = [
+            post(serving["url"], as_body(r) | {"transaction_id": f"down-{i}-{time.time()}"}, key)
+            for i, r in enumerate(window.iloc[100:140].to_dict("records"))
+        ]
+    finally:
+        embedded_url(serving["redis_dir"])  # Redis comes back (empty: it keeps nothing)
+    assert all(s == 200 for s, _, _ in results)
+    assert all(b["degraded"] and b["degraded"]["rung"] == 3 for _, b, _ in results)
+    assert max(ms for _, _, ms in results[1:]) < 120
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        s, b, _ = post(
+            serving["url"],
+            as_body(window.iloc[200].to_dict()) | {"transaction_id": f"up-{time.time()}"},
+            key,
+        )
+        if s == 200 and b["degraded"] is None:
+            break
+        time.sleep(0.5)
+    assert s == 200 and b["degraded"] is None, b
+
+
+def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> None:
+    reg = Registry(serving["registry"])
+    other = "v1-hot-swap"
+    if other not in reg.versions():  # a second version: v1's files under another name
+        target = serving["registry"] / other
+        shutil.copytree(serving["registry"] / "v1", target)
+        meta_path = target / "metadata.json"
+        meta_path.chmod(0o644)
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"version": other}))
+    key, rows = dev_key(), serving["window"].iloc[300:].to_dict("records")
+    seen, statuses = set(), []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        i = 0
+        while not stop.is_set() and i < len(rows):
+            s, b, _ = post(
+                serving["url"],
+                as_body(rows[i]) | {"transaction_id": f"swap-{i}-{time.time()}"},
+                key,
+            )
+            statuses.append(s)
+            if s == 200:
+                seen.add(b["model_version"])
+            i += 1
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    time.sleep(1.0)
+    reg.set_stage(other, "champion", "e2e hot swap")
+    time.sleep(4.0)
+    reg.set_stage("v1", "champion", "e2e hot swap back")
+    time.sleep(3.0)
+    stop.set()
+    t.join()
+    assert statuses and all(s == 200 for s in statuses)
+    assert {"v1", other} <= {v.split("/")[0] for v in seen}
+
+
+def test_client_fails_over_and_falls_back_to_the_fail_safe(serving, tmp_path) -> None:
+    from serve_graph.client import CheckoutClient
+
+    rec = as_body(serving["window"].iloc[50].to_dict())
+    client = CheckoutClient(
+        ["http://127.0.0.1:9/dead", serving["eu"]],
+        dev_key(),
+        budget_ms=2000,
+        review_queue=tmp_path / "review.jsonl",
+    )
+    out = client.decide(rec | {"transaction_id": f"fo-{time.time()}"})
+    assert out["served_by"] == serving["eu"] and out["region"] == "eu-west"
+    dead = CheckoutClient(
+        ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"],
+        dev_key(),
+        budget_ms=300,
+        review_queue=tmp_path / "review.jsonl",
+    )
+    small = dead.decide(rec | {"amount": 12.0, "amount_usd": 12.0})
+    large = dead.decide(rec | {"amount": 900.0, "amount_usd": 900.0})
+    assert small["action"] == "approve" and large["action"] == "step_up"
+    queued = [json.loads(x) for x in (tmp_path / "review.jsonl").read_text().splitlines()]
+    assert len(queued) == 2 and queued[0]["attempt"]["card_id"] != rec["card_id"]
+
+
+def test_decision_log_verifies(serving) -> None:
+    report = verify(serving["log_dir"])
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.records > 400
