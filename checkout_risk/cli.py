@@ -101,7 +101,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from checkout_risk.demo import run
     from trainers.registry import registry_root
 
-    run(Path(args.data), args.days, args.tx_per_day, args.seed, registry_root())
+    run(Path(args.data), args.days, args.tx_per_day, args.seed, registry_root(),
+        keep_serving=not args.no_wait)
     return 0
 
 
@@ -116,6 +117,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", type=_positive_int, default=90)
     p.add_argument("--tx-per-day", type=_positive_int, default=4_000)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-wait", action="store_true",
+                   help="return after the demo instead of serving until interrupted")
     p.set_defaults(handler=_cmd_demo)
 
 

@@ -86,10 +86,88 @@ def _train_and_promote(data: Path, registry: Path) -> None:
         print(f"  {line}")
 
 
-def run(data: Path, days: int, tx_per_day: int, seed: int, registry: Path) -> None:
+SERVE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "serve" / "local.yaml"
+BASE_URL = "http://127.0.0.1:8000"
+
+
+def _serve() -> None:
+    import subprocess
+
+    from serve_graph.config import dev_key
+    from serve_graph.deployments import wait_ready
+
+    serve = str(Path(cluster._ray()).with_name("serve"))
+    subprocess.run([serve, "deploy", str(SERVE_CONFIG), "--address", cluster.JOBS_URL],
+                   env=cluster.ray_env(), check=True, capture_output=True)
+    for region in ("us-east", "eu-west"):
+        wait_ready(f"{BASE_URL}/{region}", dev_key(), 300)
+    print(f"\nserving both regions: {BASE_URL}/us-east and {BASE_URL}/eu-west "
+          f"(serve deploy {SERVE_CONFIG.relative_to(Path.cwd())})")
+
+
+def _show_decisions(data: Path) -> None:
+    """Live decisions through the checkout client, until one of each action is shown."""
+    import pyarrow.dataset as ds
+
+    from feature_views.tables import date_partitions
+    from serve_graph.client import CheckoutClient
+    from serve_graph.config import dev_key
+
+    parts = date_partitions(data / "events")
+    day = ds.dataset(parts[-1], format="parquet").to_table().to_pandas()
+    truth = ds.dataset(data / "truth" / parts[-1].name, format="parquet").to_table(
+        columns=["transaction_id", "pattern"]).to_pandas()
+    day = day.merge(truth, on="transaction_id")
+    legit = day[day["pattern"] == ""]
+    campaigns = day[~day["pattern"].isin(["", "friendly_fraud"])]  # friendly fraud looks legit
+    order = pd.concat([legit.head(5), campaigns, legit.iloc[5:300]])
+    client = CheckoutClient([f"{BASE_URL}/us-east", f"{BASE_URL}/eu-west"], dev_key(),
+                            budget_ms=2000)
+    shown: set[str] = set()
+    for rec in order.to_dict("records"):
+        body = {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
+                for k, v in rec.items() if k != "pattern" and v is not None and v == v}
+        body["transaction_id"] = f"demo-{rec['transaction_id']}"
+        out = client.decide(body)
+        if out["action"] in shown:
+            continue
+        shown.add(out["action"])
+        reasons = ", ".join(r["code"] + (f" ({r['contribution']:+.2f})" if r.get(
+            "contribution") is not None else "") for r in out.get("reasons", []))
+        print(f"\n  {out['action'].upper():<8} {rec['pattern'] or 'legitimate'} attempt "
+              f"${rec['amount_usd']:,.2f} at {rec['merchant_id']}: p(fraud) "
+              f"{out.get('fraud_probability')}, model {out.get('model_version')}, "
+              f"{out.get('latency_ms')} ms, served by {out.get('served_by')}")
+        print(f"           reasons: {reasons or 'none'}")
+        print(f"           decision {out.get('decision_id')} "
+              f"(checkout-risk replay {out.get('decision_id')})")
+        if len(shown) == 3:
+            break
+
+
+def run(data: Path, days: int, tx_per_day: int, seed: int, registry: Path,
+        keep_serving: bool = True) -> None:
+    import time
+
     from checkout_risk.cli import _print_simulation
     from feature_views.demo import run_feature_demo
+    from serve_graph.config import dev_key, load_region
+    from serve_graph.pipeline import region_store_url
 
     _print_simulation(_simulation(data, days, tx_per_day, seed))
-    run_feature_demo(data)
+    region = load_region("us-east")  # the demo history lives in us-east's online store
+    run_feature_demo(data, namespace=region.namespace, url=region_store_url(region))
     _train_and_promote(data, registry)
+    _serve()
+    _show_decisions(data)
+    print(f"\ndevelopment API key (also: checkout-risk dev-key): {dev_key()}")
+    print(f"try: curl -s -H 'X-API-Key: {dev_key()}' {BASE_URL}/us-east/healthz")
+    print(f"     open {BASE_URL}/us-east/docs ; checkout-risk verify-log")
+    if keep_serving:
+        print("serving until interrupted (Ctrl-C) ...")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping: checkout-risk cluster down")
+            cluster.down()

@@ -51,11 +51,11 @@ def _show(title: str, rec: dict, vec: OnlineVector, read_ms: float) -> None:
     print(f"    cold start: {vec.missing or 'none'}   stale: {vec.stale or 'none'}")
 
 
-def run_feature_demo(data: Path, namespace: str = "demo") -> None:
+def run_feature_demo(data: Path, namespace: str = "demo", url: str | None = None) -> None:
     """Materialise all but the last day of `data`, then replay the last day live."""
     events, labels_path = data / "events", data / "labels"
     parts = date_partitions(events)
-    url = store_url()
+    url = url or store_url()
     store = OnlineFeatureStore(connect(url, timeout_s=30.0), namespace=namespace)
     store.flush_namespace()
     labels = read_labels(labels_path)
