@@ -101,8 +101,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from checkout_risk.demo import run
     from trainers.registry import registry_root
 
-    run(Path(args.data), args.days, args.tx_per_day, args.seed, registry_root(),
-        keep_serving=not args.no_wait)
+    run(
+        Path(args.data),
+        args.days,
+        args.tx_per_day,
+        args.seed,
+        registry_root(),
+        keep_serving=not args.no_wait,
+    )
     return 0
 
 
@@ -117,8 +123,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", type=_positive_int, default=90)
     p.add_argument("--tx-per-day", type=_positive_int, default=4_000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--no-wait", action="store_true",
-                   help="return after the demo instead of serving until interrupted")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return after the demo instead of serving until interrupted",
+    )
     p.set_defaults(handler=_cmd_demo)
 
 
@@ -340,6 +349,11 @@ def _add_training(sub: argparse._SubParsersAction) -> None:
         help="ISO date, exclusive (default: as-of minus label maturity)",
     )
     p.add_argument("--as-of", default=None, help="ISO date the labels are known up to")
+    p.add_argument(
+        "--decision-log",
+        default=None,
+        help="decision log folder: served attempts train on their logged vectors",
+    )
     p.set_defaults(handler=_cmd_train)
 
     def window(p: argparse.ArgumentParser, labels_required: bool) -> None:

@@ -97,12 +97,18 @@ def _serve() -> None:
     from serve_graph.deployments import wait_ready
 
     serve = str(Path(cluster._ray()).with_name("serve"))
-    subprocess.run([serve, "deploy", str(SERVE_CONFIG), "--address", cluster.JOBS_URL],
-                   env=cluster.ray_env(), check=True, capture_output=True)
+    subprocess.run(
+        [serve, "deploy", str(SERVE_CONFIG), "--address", cluster.JOBS_URL],
+        env=cluster.ray_env(),
+        check=True,
+        capture_output=True,
+    )
     for region in ("us-east", "eu-west"):
         wait_ready(f"{BASE_URL}/{region}", dev_key(), 300)
-    print(f"\nserving both regions: {BASE_URL}/us-east and {BASE_URL}/eu-west "
-          f"(serve deploy {SERVE_CONFIG.relative_to(Path.cwd())})")
+    print(
+        f"\nserving both regions: {BASE_URL}/us-east and {BASE_URL}/eu-west "
+        f"(serve deploy {SERVE_CONFIG.relative_to(Path.cwd())})"
+    )
 
 
 def _show_decisions(data: Path) -> None:
@@ -115,38 +121,53 @@ def _show_decisions(data: Path) -> None:
 
     parts = date_partitions(data / "events")
     day = ds.dataset(parts[-1], format="parquet").to_table().to_pandas()
-    truth = ds.dataset(data / "truth" / parts[-1].name, format="parquet").to_table(
-        columns=["transaction_id", "pattern"]).to_pandas()
+    truth = (
+        ds.dataset(data / "truth" / parts[-1].name, format="parquet")
+        .to_table(columns=["transaction_id", "pattern"])
+        .to_pandas()
+    )
     day = day.merge(truth, on="transaction_id")
     legit = day[day["pattern"] == ""]
     campaigns = day[~day["pattern"].isin(["", "friendly_fraud"])]  # friendly fraud looks legit
     order = pd.concat([legit.head(5), campaigns, legit.iloc[5:300]])
-    client = CheckoutClient([f"{BASE_URL}/us-east", f"{BASE_URL}/eu-west"], dev_key(),
-                            budget_ms=2000)
+    client = CheckoutClient(
+        [f"{BASE_URL}/us-east", f"{BASE_URL}/eu-west"], dev_key(), budget_ms=2000
+    )
     shown: set[str] = set()
     for rec in order.to_dict("records"):
-        body = {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
-                for k, v in rec.items() if k != "pattern" and v is not None and v == v}
+        body = {
+            k: (v.isoformat() if isinstance(v, pd.Timestamp) else v)
+            for k, v in rec.items()
+            if k != "pattern" and v is not None and v == v
+        }
         body["transaction_id"] = f"demo-{rec['transaction_id']}"
         out = client.decide(body)
         if out["action"] in shown:
             continue
         shown.add(out["action"])
-        reasons = ", ".join(r["code"] + (f" ({r['contribution']:+.2f})" if r.get(
-            "contribution") is not None else "") for r in out.get("reasons", []))
-        print(f"\n  {out['action'].upper():<8} {rec['pattern'] or 'legitimate'} attempt "
-              f"${rec['amount_usd']:,.2f} at {rec['merchant_id']}: p(fraud) "
-              f"{out.get('fraud_probability')}, model {out.get('model_version')}, "
-              f"{out.get('latency_ms')} ms, served by {out.get('served_by')}")
+        reasons = ", ".join(
+            r["code"]
+            + (f" ({r['contribution']:+.2f})" if r.get("contribution") is not None else "")
+            for r in out.get("reasons", [])
+        )
+        print(
+            f"\n  {out['action'].upper():<8} {rec['pattern'] or 'legitimate'} attempt "
+            f"${rec['amount_usd']:,.2f} at {rec['merchant_id']}: p(fraud) "
+            f"{out.get('fraud_probability')}, model {out.get('model_version')}, "
+            f"{out.get('latency_ms')} ms, served by {out.get('served_by')}"
+        )
         print(f"           reasons: {reasons or 'none'}")
-        print(f"           decision {out.get('decision_id')} "
-              f"(checkout-risk replay {out.get('decision_id')})")
+        print(
+            f"           decision {out.get('decision_id')} "
+            f"(checkout-risk replay {out.get('decision_id')})"
+        )
         if len(shown) == 3:
             break
 
 
-def run(data: Path, days: int, tx_per_day: int, seed: int, registry: Path,
-        keep_serving: bool = True) -> None:
+def run(
+    data: Path, days: int, tx_per_day: int, seed: int, registry: Path, keep_serving: bool = True
+) -> None:
     import time
 
     from checkout_risk.cli import _print_simulation

@@ -45,13 +45,17 @@ LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_i
 
 
 def region_store_url(region: RegionConfig, url: str | None = None) -> str:
-    """The region's Redis: its own database of the server (local two-region mode)."""
-    base = url or store_url()
-    if base.startswith("unix://"):
-        return f"{base}?db={region.redis_db}"
-    if base.count("/") >= 3 and base.rsplit("/", 1)[1].isdigit():
-        return base.rsplit("/", 1)[0] + f"/{region.redis_db}"
-    return base.rstrip("/") + f"/{region.redis_db}"
+    """The region's Redis: its own database of the server (local two-region mode).
+
+    Idempotent: a URL that already names a database gets the region's database instead.
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url or store_url())
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query)) | {"db": str(region.redis_db)}
+        return f"unix://{parts.path}?{urlencode(query)}"
+    return urlunsplit(parts._replace(path=f"/{region.redis_db}"))
 
 
 def _jsonable(value: Any) -> Any:

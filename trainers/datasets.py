@@ -265,6 +265,42 @@ def check_fraud_counts(train: pd.DataFrame, valid: pd.DataFrame, minimum: int = 
             )
 
 
+def served_features(log_root: str | Path) -> pd.DataFrame:
+    """Feature vectors exactly as served, from the decision log (full-path decisions only).
+
+    Decisions on rung 3 or 4 were made without the online store, so their logged vectors
+    are not full vectors; those attempts keep their offline features.
+    """
+    from serve_graph.decision_log import iter_records
+
+    rows = []
+    for rec in iter_records(log_root):
+        if rec.get("type") != "decision":
+            continue
+        degraded = rec.get("degraded")
+        if degraded and degraded.get("rung", 1) > 2:
+            continue
+        row = {name: rec["features"].get(name) for name in FEATURE_NAMES}
+        row["transaction_id"] = rec["transaction_id"]
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["transaction_id", *FEATURE_NAMES])
+    return frame.drop_duplicates("transaction_id", keep="first")
+
+
+def with_served_features(features: pd.DataFrame, served: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Offline features with every attempt that was served replaced by its logged vector."""
+    if served.empty:
+        return features, 0
+    served = served[served["transaction_id"].isin(set(features["transaction_id"]))]
+    keep = features[~features["transaction_id"].isin(set(served["transaction_id"]))]
+    times = features.set_index("transaction_id")["event_time"]
+    served = served.assign(event_time=served["transaction_id"].map(times).to_numpy())
+    merged = pd.concat([keep, served[features.columns]], ignore_index=True)
+    for name in FEATURE_NAMES:
+        merged[name] = merged[name].astype(features[name].dtype)
+    return merged.sort_values(["event_time", "transaction_id"], ignore_index=True), len(served)
+
+
 def load_tables(events: str | Path, labels: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Attempts and labels in contract form, with errors phrased for the CLI."""
     from feature_views.tables import read_attempts, read_labels

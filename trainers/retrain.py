@@ -51,6 +51,7 @@ class RetrainConfig(pydantic.BaseModel):
     cpus_per_worker: pydantic.PositiveFloat = 1.0
     catboost: dict[str, Any] = {}
     version_prefix: str = "cb"
+    decision_log: str | None = None  # served attempts train on their logged vectors
 
     @pydantic.field_validator("events", "labels", "registry")
     @classmethod
@@ -68,13 +69,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     return RetrainConfig.model_validate(raw)
 
 
-def _features_task(events: str, labels: str, out_dir: str) -> dict[str, Any]:
-    """Offline features for every attempt, written as Parquet for Ray Data."""
+def _features_task(
+    events: str, labels: str, out_dir: str, decision_log: str | None = None
+) -> dict[str, Any]:
+    """Features for every attempt — as served where logged, else offline — as Parquet."""
     import pandas as pd
 
     from feature_views.offline import iter_features
     from feature_views.tables import read_attempt_columns
-    from trainers.datasets import CONTEXT_COLUMNS
+    from trainers.datasets import CONTEXT_COLUMNS, served_features, with_served_features
+
+    served = served_features(decision_log) if decision_log else None
+    n_served = 0
 
     started = time.perf_counter()
     context = read_attempt_columns(
@@ -82,6 +88,9 @@ def _features_task(events: str, labels: str, out_dir: str) -> dict[str, Any]:
     )
     rows = 0
     for i, part in enumerate(iter_features(events, labels)):
+        if served is not None:
+            part, n = with_served_features(part, served)
+            n_served += n
         part = part.merge(context, on="transaction_id", how="left")
         created = part.pop("merchant_created_at")
         age = (part["event_time"] - created).dt.total_seconds() / 86_400
@@ -92,6 +101,7 @@ def _features_task(events: str, labels: str, out_dir: str) -> dict[str, Any]:
     return {
         "rows": rows,
         "seconds": time.perf_counter() - started,
+        "served": n_served,
         "first_event": str(pd.read_parquet(f"{out_dir}/part-00000.parquet")["event_time"].min()),
     }
 
@@ -183,7 +193,7 @@ def run(config: RetrainConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         info = ray.get(
             ray.remote(num_cpus=1)(_features_task).remote(
-                config.events, config.labels, str(feature_dir)
+                config.events, config.labels, str(feature_dir), config.decision_log
             )
         )
         timings["features"] = round(time.perf_counter() - t0, 2)
@@ -290,6 +300,7 @@ def run(config: RetrainConfig) -> dict[str, Any]:
             "worker_metrics": result.metrics,
             "feature_rows": info["rows"],
         }
+        meta["features_as_served"] = info["served"]
         version = f"{config.version_prefix}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
         path = write_version(
             Path(config.registry) / version, models["model"], models["fallback"], meta

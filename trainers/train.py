@@ -31,7 +31,9 @@ from trainers.datasets import (
     TrainingSet,
     build_training_set,
     load_tables,
+    served_features,
     targets,
+    with_served_features,
 )
 from trainers.evaluate import evaluate_scores
 from trainers.model import FraudModel, train_model
@@ -135,8 +137,13 @@ def train(
     params: dict[str, Any] | None = None,
     policy: Policy | None = None,
     costs: Costs | None = None,
+    decision_log: str | Path | None = None,
 ) -> dict[str, Any]:
-    """`checkout-risk train`: train and write one registry version to `model_out`."""
+    """`checkout-risk train`: train and write one registry version to `model_out`.
+
+    With `decision_log`, attempts that were served use the feature vectors logged at
+    decision time (no training-serving skew); the rest use the offline engine.
+    """
     out = Path(model_out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} already exists: model versions are immutable")
@@ -144,6 +151,9 @@ def train(
     started = time.perf_counter()
     attempts, label_table = load_tables(events, labels)
     features = compute_features(attempts, label_table)
+    served = 0
+    if decision_log is not None:
+        features, served = with_served_features(features, served_features(decision_log))
     timings["features"] = round(time.perf_counter() - started, 2)
     ts = build_training_set(features, attempts, label_table, train_start, train_end, as_of)
     t0 = time.perf_counter()
@@ -163,6 +173,7 @@ def train(
     meta = metadata_for(
         ts, model, fallback, valid_report, fallback_report, params, "local", timings
     )
+    meta["features_as_served"] = served
     write_version(out, model, fallback, meta)
     rows = len(ts.train) + len(ts.valid)
     return {
