@@ -58,6 +58,7 @@ def test_promotion_gate_refuses_a_worse_model_and_accepts_a_better(
     trained, weak, training_sim, registry_root, monkeypatch, capsys, tmp_path
 ) -> None:
     monkeypatch.setenv("CHECKOUT_RISK_MODELS", str(registry_root))
+    (registry_root / "registry.json").unlink(missing_ok=True)  # other tests set stages
     end = pd.Timestamp(trained["window"]["end"])
     window = [
         "--events",
