@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
@@ -594,6 +594,28 @@ def _validate() -> None:
 
 
 _validate()
+
+
+def label_rate_values(counts: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """Label-rate features from (attempts, fraud labels) per label entity.
+
+    Plain arithmetic that works the same on Python numbers (online) and numpy arrays
+    (offline), so both engines share these lines and agree bit for bit.
+    """
+    out: dict[str, Any] = {}
+    for view in LABEL_RATES:
+        parent = None
+        for e in reversed(view.chain):
+            n, f = counts[e.name]
+            if parent is None:
+                rate = (f + view.prior_strength * view.prior) / (n + view.prior_strength)
+            else:
+                rate = (f + view.strength * parent) / (n + view.strength)
+            out[f"{e.name}_fraud_rate_90d"] = rate
+            out[f"{e.name}_attempts_90d"] = n
+            out[f"{e.name}_fraud_labels_90d"] = f
+            parent = rate
+    return out
 
 
 def feature_versions() -> dict[str, int]:

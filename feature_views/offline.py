@@ -34,9 +34,10 @@ from feature_views.definitions import (
     Aggregation,
     BucketedView,
     Entity,
+    label_rate_values,
     ms,
 )
-from feature_views.request_features import request_features
+from feature_views.request_features import STRING_INPUTS, request_features
 
 GLOBAL_KEY = "*"
 NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
@@ -490,19 +491,10 @@ def _label_stats(
         counts[e.name] = (sums["n"], sums["f"])
         keep = (table["key"] & ((1 << BUCKET_BITS) - 1)) >= int(day.max()) - window_days - 1
         state.label_buckets[e.name] = {k: v[keep] for k, v in table.items()}
-    out: dict[str, np.ndarray] = {}
-    for view in LABEL_RATES:
-        parent = None
-        for e in reversed(view.chain):
-            n, f = counts[e.name]
-            if parent is None:
-                rate = (f + view.prior_strength * view.prior) / (n + view.prior_strength)
-            else:
-                rate = (f + view.strength * parent) / (n + view.strength)
-            out[f"{e.name}_fraud_rate_90d"] = rate
-            out[f"{e.name}_attempts_90d"] = n.astype(np.int64)
-            out[f"{e.name}_fraud_labels_90d"] = f.astype(np.int64)
-            parent = rate
+    out = label_rate_values(counts)
+    for name, value in out.items():
+        if not name.endswith("_fraud_rate_90d"):
+            out[name] = np.asarray(value, dtype=np.int64)
     return out
 
 
@@ -513,24 +505,7 @@ def _label_stats(
 
 def request_columns(part: pd.DataFrame, merchant_seen_seconds: np.ndarray) -> dict[str, np.ndarray]:
     """The inputs `request_features` needs, from contract-form attempts."""
-    cols = {
-        c: part[c].astype(object).to_numpy()
-        for c in (
-            "card_country",
-            "merchant_country",
-            "ip_country",
-            "billing_country",
-            "shipping_country",
-            "merchant_id",
-            "merchant_category",
-            "card_bin",
-            "card_network",
-            "channel",
-            "email_domain",
-            "currency",
-            "region",
-        )
-    }
+    cols = {c: part[c].astype(object).to_numpy() for c in STRING_INPUTS}
     cols["event_ms"] = part["event_ms"].to_numpy()
     cols["amount_usd"] = part["amount_usd"].to_numpy()
     created = part["merchant_created_at"]

@@ -54,10 +54,11 @@ from feature_views.definitions import (
     ActivityView,
     BucketedView,
     Entity,
+    label_rate_values,
     ms,
 )
 from feature_views.offline import GLOBAL_KEY, Z_LIMIT, amount_cents
-from feature_views.request_features import request_features
+from feature_views.request_features import STRING_INPUTS, request_features
 from feature_views.store import StoreUnavailable
 
 SEP = "\x1f"
@@ -552,38 +553,13 @@ def _label_counts(buckets: dict[bytes, bytes], t: int) -> tuple[int, int]:
 
 
 def _label_rates(vec: OnlineVector, counts: dict[str, tuple[int, int]]) -> None:
-    for view in LABEL_RATES:
-        parent: float | None = None
-        for e in reversed(view.chain):
-            n, f = counts[e.name]
-            if parent is None:
-                rate = (f + view.prior_strength * view.prior) / (n + view.prior_strength)
-            else:
-                rate = (f + view.strength * parent) / (n + view.strength)
-            vec.values[f"{e.name}_fraud_rate_90d"] = rate
-            vec.values[f"{e.name}_attempts_90d"] = n
-            vec.values[f"{e.name}_fraud_labels_90d"] = f
-            parent = rate
+    vec.values.update(label_rate_values(counts))
 
 
 def _request_columns(
     attempts: Sequence[Mapping[str, Any]], merchant_seen: np.ndarray
 ) -> dict[str, np.ndarray]:
-    names = (
-        "card_country",
-        "merchant_country",
-        "ip_country",
-        "billing_country",
-        "shipping_country",
-        "merchant_id",
-        "merchant_category",
-        "card_bin",
-        "card_network",
-        "channel",
-        "email_domain",
-        "currency",
-        "region",
-    )
+    names = STRING_INPUTS
     cols: dict[str, np.ndarray] = {
         n: np.array([a.get(n) for a in attempts], dtype=object) for n in names
     }
