@@ -2,7 +2,8 @@
 
 One head node on this machine: GCS on port 6390 (6379 is Redis's), dashboard and job API on
 127.0.0.1:8265, token authentication on (the token lives in ``~/.ray/auth_token``), usage
-statistics off. Every command here is idempotent: ``up`` reuses a running cluster.
+statistics off, Serve's direct ingress with HAProxy on 127.0.0.1:8000. Every command here
+is idempotent: ``up`` reuses a running cluster.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def ray_env() -> dict[str, str]:
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault("RAY_AUTH_MODE", "token")
+    # Serve's hot path: replicas take HTTP directly (direct ingress) behind Serve's HAProxy
+    # on :8000, instead of the Python HTTP proxy (measured ~14x the proxy's throughput here)
+    env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     return env
 
 

@@ -219,6 +219,8 @@ class OnlineFeatureStore:
         self, attempts: Sequence[Mapping[str, Any]], transaction_ids: Sequence[str] = ()
     ) -> tuple[list[OnlineVector], list[bytes | None]]:
         """`read_many` plus, in the same round trip, decisions stored for these ids."""
+        if not transaction_ids:
+            return self.read_many(attempts), [None] * len(attempts)
         return self.read_many(attempts, decision_ids=transaction_ids)
 
     def decision_key(self, transaction_id: str) -> str:

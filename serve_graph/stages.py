@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from feature_views.online import OnlineFeatureStore, OnlineVector, _request_columns
 from feature_views.request_features import request_features
@@ -164,6 +163,11 @@ class PolicyEngine:
 # Scorer
 # ---------------------------------------------------------------------------------------
 
+def _columns(rows: Sequence[dict[str, Any]], features: Sequence[str]) -> dict[str, list]:
+    """Rows as columns for `to_pool` (no DataFrame on the hot path)."""
+    return {f: [r[f] for r in rows] for f in features}
+
+
 
 class Scorer:
     """The champion model (and shadow challenger), hot-swapped when the registry changes.
@@ -214,16 +218,14 @@ class Scorer:
         if champion is None:
             raise RuntimeError("no champion model in the registry")
         model = champion.fallback if fallback else champion.model
-        frame = pd.DataFrame.from_records(rows, columns=list(model.features))
         suffix = "/fallback" if fallback else ""
-        return model.predict(frame), champion.version + suffix
+        return model.predict(_columns(rows, model.features)), champion.version + suffix
 
     def score_shadow(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, str] | None:
         shadow = self.shadow
         if shadow is None:
             return None
-        frame = pd.DataFrame.from_records(rows, columns=list(shadow.model.features))
-        return shadow.model.predict(frame), shadow.version
+        return shadow.model.predict(_columns(rows, shadow.model.features)), shadow.version
 
     def explain(
         self, rows: list[dict[str, Any]], fallback: bool, top: int
@@ -232,8 +234,7 @@ class Scorer:
         if champion is None or not rows:
             return [[] for _ in rows]
         model = champion.fallback if fallback else champion.model
-        frame = pd.DataFrame.from_records(rows, columns=list(model.features))
-        return model.contributions(frame, top)
+        return model.contributions(_columns(rows, model.features), top)
 
 
 # ---------------------------------------------------------------------------------------
