@@ -75,7 +75,11 @@ class _Ingress:
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 @serve.ingress(_app)
 class FusedDecider(_Ingress):
-    """Every stage in this replica: one Redis round trip and one CatBoost call per batch."""
+    """The hot path in this replica: one Redis round trip and one CatBoost call per batch.
+
+    SHAP explanations (only for step_up/block) and shadow challengers, whose cost differs
+    from the hot path's, are separate deployments reached with one batched call.
+    """
 
     def __init__(
         self,
@@ -83,10 +87,47 @@ class FusedDecider(_Ingress):
         registry: str | None = None,
         log_dir: str | None = None,
         redis_url: str | None = None,
+        explainer: Any = None,
+        shadow: Any = None,
     ) -> None:
+        cfg = load_region(region)
+        stages = {}
+        if explainer is not None:
+            stages["explainer"] = RemoteExplainer(explainer, cfg.budget_ms / 1000)
+        if shadow is not None:
+            stages["shadow"] = RemoteShadowScorer(shadow, 10.0)
         self._start(
-            DecisionPipeline(load_region(region), redis_url=redis_url, **_paths(registry, log_dir))
+            DecisionPipeline(cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir))
         )
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class ExplainerDeployment:
+    """Batched SHAP contributions for the decisions that are not approvals."""
+
+    def __init__(self, registry: str | None = None) -> None:
+        from trainers.registry import registry_root
+
+        self.stage = Scorer(Path(registry) if registry else registry_root())
+
+    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
+        return self.stage.explain(values, fallback, top)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class ShadowScorerDeployment:
+    """The registry's shadow challenger, scored after the response; logged, never enforced."""
+
+    def __init__(self, registry: str | None = None) -> None:
+        from trainers.registry import registry_root
+
+        self.stage = Scorer(Path(registry) if registry else registry_root())
+
+    def has_shadow(self) -> bool:
+        return self.stage.has_shadow()
+
+    def score_shadow(self, values: list[dict]) -> tuple[np.ndarray, str] | None:
+        return self.stage.score_shadow(values)
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,6 +245,10 @@ class RemotePolicyEngine(_Remote):
 
 class RemoteScorer(_Remote):
     shadow = None
+
+    def has_shadow(self) -> bool:  # the graph runs no shadow challenger
+        return False
+
     champion: str | None = None  # the version that scored last (health reports it)
 
     def score(self, values: Any, fallback: bool) -> tuple[np.ndarray, str]:
@@ -213,6 +258,22 @@ class RemoteScorer(_Remote):
 
     def explain(self, values: Any, fallback: bool, top: int) -> list:
         return self.call("explain", list(values), fallback, top)
+
+
+class RemoteExplainer(_Remote):
+    def explain(self, values: Any, fallback: bool, top: int) -> list:
+        return self.call("explain", list(values), fallback, top)
+
+
+class RemoteShadowScorer(_Remote):
+    def has_shadow(self) -> bool:
+        try:
+            return bool(self.call("has_shadow"))
+        except Exception:  # noqa: BLE001 - shadow scoring is optional
+            return False
+
+    def score_shadow(self, values: Any) -> tuple[np.ndarray, str] | None:
+        return self.call("score_shadow", list(values))
 
 
 class RemoteCombiner(_Remote):
@@ -266,8 +327,14 @@ class GraphIngress(_Ingress):
 
 def fused_app(args: dict[str, Any]) -> Any:
     region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
+    registry = args.get("registry")
     return FusedDecider.bind(
-        region, args.get("registry"), args.get("log_dir"), args.get("redis_url")
+        region,
+        registry,
+        args.get("log_dir"),
+        args.get("redis_url"),
+        ExplainerDeployment.bind(registry),
+        ShadowScorerDeployment.bind(registry),
     )
 
 

@@ -95,6 +95,9 @@ class DecisionPipeline:
         self.combiner = stages.get("combiner") or DecisionCombiner(
             costs_path, region.rules_only_step_up_usd
         )
+        # SHAP for step_up/block and shadow challengers may live in their own deployments
+        self.explainer = stages.get("explainer") or self.scorer
+        self.shadow_scorer = stages.get("shadow") or self.scorer
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.log_root = Path(log_dir or run_dir() / "decision-log")
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
@@ -177,7 +180,9 @@ class DecisionPipeline:
         if explain and (deadline - time.monotonic()) * 1000 > 10:
             rows = [values[i] for i in explain]
             for i, c in zip(
-                explain, self.scorer.explain(rows, fallback, self.region.explain_top), strict=True
+                explain,
+                self.explainer.explain(rows, fallback, self.region.explain_top),
+                strict=True,
             ):
                 contributions[i] = c
         now = time.monotonic()
@@ -286,14 +291,14 @@ class DecisionPipeline:
         self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]
     ) -> None:
         """Shadow challenger and shadow policies: evaluated, logged, never enforced."""
-        if self.scorer.shadow is None and not self.policy.shadows:
+        if not self.shadow_scorer.has_shadow() and not self.policy.shadows:
             return
         entries = []
         policies = self.policy.evaluate_shadows([dict(r) for r in records])
         served = [self._served.pop(d["decision_id"], None) for d in responses]
         scores = None
-        if self.scorer.shadow is not None and all(v is not None for v in served):
-            scores = self.scorer.score_shadow(served)  # the features as served, not re-read
+        if self.shadow_scorer.has_shadow() and all(v is not None for v in served):
+            scores = self.shadow_scorer.score_shadow(served)  # features as served, not re-read
         for i, d in enumerate(responses):
             entries.append(
                 {

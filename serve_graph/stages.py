@@ -163,10 +163,10 @@ class PolicyEngine:
 # Scorer
 # ---------------------------------------------------------------------------------------
 
+
 def _columns(rows: Sequence[dict[str, Any]], features: Sequence[str]) -> dict[str, list]:
     """Rows as columns for `to_pool` (no DataFrame on the hot path)."""
     return {f: [r[f] for r in rows] for f in features}
-
 
 
 class Scorer:
@@ -220,6 +220,10 @@ class Scorer:
         model = champion.fallback if fallback else champion.model
         suffix = "/fallback" if fallback else ""
         return model.predict(_columns(rows, model.features)), champion.version + suffix
+
+    def has_shadow(self) -> bool:
+        self.refresh()
+        return self.shadow is not None
 
     def score_shadow(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, str] | None:
         shadow = self.shadow

@@ -102,7 +102,9 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
             ]
         else:
             spec["deployments"] = [
-                {"name": "FusedDecider", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}}
+                {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": c}}
+                for n, c in (("FusedDecider", 0.25), ("ExplainerDeployment", 0.05),
+                             ("ShadowScorerDeployment", 0.05))
             ]
         return spec
 
@@ -302,6 +304,36 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
     t.join()
     assert statuses and all(s == 200 for s in statuses)
     assert {"v1", other} <= {v.split("/")[0] for v in seen}
+
+
+def test_shadow_challenger_is_scored_off_the_critical_path_and_logged(serving) -> None:
+    from serve_graph.decision_log import iter_records
+
+    reg = Registry(serving["registry"])
+    assert "v1-hot-swap" in reg.versions()  # made by the hot-swap test
+    reg.set_stage("v1-hot-swap", "shadow", "e2e shadow")
+    time.sleep(1.5)
+    ids = []
+    for i, rec in enumerate(serving["window"].iloc[600:610].to_dict("records")):
+        status, body, _ = post(
+            serving["url"],
+            as_body(rec) | {"transaction_id": f"shadow-{i}-{time.time()}"},
+            dev_key(),
+        )
+        assert status == 200 and body["model_version"] == "v1"  # the champion decides
+        ids.append(body["decision_id"])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        shadows = {
+            r["decision_id"]: r
+            for r in iter_records(serving["log_dir"])
+            if r.get("type") == "shadow"
+        }
+        if all(i in shadows for i in ids):
+            break
+        time.sleep(0.5)
+    assert all(shadows[i]["shadow_model"] == "v1-hot-swap" for i in ids)
+    assert all(0 <= shadows[i]["shadow_fraud_probability"] <= 1 for i in ids)
 
 
 def test_client_fails_over_and_falls_back_to_the_fail_safe(serving, tmp_path) -> None:
