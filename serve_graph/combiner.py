@@ -1,4 +1,4 @@
-"""Decision combiner: expected-cost action, then policy overrides.
+"""Decision combiner: expected-cost action, then policy overrides, then guardrails.
 
 The model proposes the cheapest action given p(fraud); the policy may force it stricter
 (a rule's step_up or block) or, for allow-listed entities, approve. ``combine_frame`` is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from serve_graph.decisioning import Costs, actions_for, stricter
+from serve_graph.decisioning import Costs, actions_for, apply_guardrails, stricter
 from serve_graph.policy import Policy, evaluate_frame
 
 
@@ -30,4 +30,5 @@ def combine_frame(
         stricter_rows = forced & ~allow
         final[allow] = "approve"
         final[stricter_rows] = stricter(proposed[stricter_rows], override[stricter_rows])
+    final = apply_guardrails(final, fraud_probability, override == "block", costs.guardrails)
     return final, hits

@@ -7,7 +7,7 @@ live request (``action_for``) and whole tables in evaluation and backtests
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,20 @@ class CostModel(pydantic.BaseModel):
         }
 
 
+class Guardrails(pydantic.BaseModel):
+    """Business limits on what the model may do alone (configs/costs.yaml, guardrails)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    min_block_probability: pydantic.confloat(ge=0, le=1) = 0.3
+
+
 @dataclass(frozen=True)
 class Costs:
-    """Default costs plus per-region overrides."""
+    """Default costs plus per-region overrides, and the guardrails."""
 
     default: CostModel
     regions: dict[str, CostModel]
+    guardrails: Guardrails = field(default_factory=Guardrails)
 
     def for_region(self, region: str | None) -> CostModel:
         return self.regions.get(region or "", self.default)
@@ -74,11 +82,29 @@ def load_costs(path: str | Path | None = None) -> Costs:
             name: CostModel.model_validate(default.model_dump() | (override or {}))
             for name, override in (raw.get("regions") or {}).items()
         }
+        guardrails = Guardrails.model_validate(raw.get("guardrails") or {})
     except OSError as exc:
         raise CostError(f"cannot read costs {path}: {exc.strerror}") from exc
     except (KeyError, TypeError, yaml.YAMLError, pydantic.ValidationError) as exc:
         raise CostError(f"invalid costs {path}: {exc}") from exc
-    return Costs(default, regions)
+    return Costs(default, regions, guardrails)
+
+
+def apply_guardrails(
+    actions: np.ndarray,
+    fraud_probability: np.ndarray,
+    rule_blocked: np.ndarray,
+    guardrails: Guardrails,
+) -> np.ndarray:
+    """A block the model proposes alone needs p(fraud) >= the floor; else it challenges."""
+    actions = np.asarray(actions, dtype=object).copy()
+    weak = (
+        (actions == "block")
+        & ~np.asarray(rule_blocked, dtype=bool)
+        & (np.asarray(fraud_probability, dtype=np.float64) < guardrails.min_block_probability)
+    )
+    actions[weak] = "step_up"
+    return actions
 
 
 def expected_costs(

@@ -251,7 +251,9 @@ class DecisionPipeline:
             for k, v in values.items()
             if k not in LIST_FIELDS or k in ("merchant_id", "email_domain")
         }
-        costs = self.combiner.costs.get().for_region(rec.get("region")).model_dump()
+        all_costs = self.combiner.costs.get()
+        costs = all_costs.for_region(rec.get("region")).model_dump()
+        guardrails = all_costs.guardrails.model_dump()
         return {
             "type": "decision",
             **response,
@@ -266,6 +268,7 @@ class DecisionPipeline:
                 "rules": list(policy.rule_ids),
             },
             "costs": costs,
+            "guardrails": guardrails,
             "replica": self.replica_id,
         }
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from serve_graph.decision_log import find
-from serve_graph.decisioning import CostModel, Costs
+from serve_graph.decisioning import CostModel, Costs, Guardrails
 from serve_graph.policy import PolicyResult
 from serve_graph.stages import DecisionCombiner
 from trainers.registry import load_version, registry_root
@@ -66,7 +66,11 @@ def replay(
             top = len([r for r in record["reasons"] if r["kind"] == "model"])
             contributions = model.contributions(frame, top)[0] if top else []
     policy = PolicyResult(record["policy"]["override"], tuple(record["policy"]["rules"]))
-    costs = Costs(CostModel.model_validate(record["costs"]), {})
+    costs = Costs(
+        CostModel.model_validate(record["costs"]),
+        {},
+        Guardrails.model_validate(record.get("guardrails") or {}),
+    )
     combiner = DecisionCombiner.__new__(DecisionCombiner)
     combiner.step_up_usd = rules_only_step_up_usd
     action = combiner.combine(

@@ -20,7 +20,7 @@ import numpy as np
 from feature_views.online import OnlineFeatureStore, OnlineVector, _request_columns
 from feature_views.request_features import request_features
 from feature_views.store import StoreUnavailable, connect
-from serve_graph.decisioning import Costs, actions_for, load_costs, stricter
+from serve_graph.decisioning import Costs, actions_for, apply_guardrails, load_costs, stricter
 from serve_graph.policy import Policy, PolicyResult, evaluate, load_policy
 from trainers.registry import ModelVersion, Registry, load_version
 
@@ -280,4 +280,9 @@ class DecisionCombiner:
                 out.append(stricter(str(action), result.action))
             else:
                 out.append(str(action))
+        if fraud_probability is not None:  # guardrails bound what the model does alone
+            blocked = np.array([r.action == "block" for r in policy], dtype=bool)
+            out = apply_guardrails(
+                np.array(out, dtype=object), fraud_probability, blocked, costs.guardrails
+            ).tolist()
         return out

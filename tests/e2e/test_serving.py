@@ -103,8 +103,11 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         else:
             spec["deployments"] = [
                 {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": c}}
-                for n, c in (("FusedDecider", 0.25), ("ExplainerDeployment", 0.05),
-                             ("ShadowScorerDeployment", 0.05))
+                for n, c in (
+                    ("FusedDecider", 0.25),
+                    ("ExplainerDeployment", 0.05),
+                    ("ShadowScorerDeployment", 0.05),
+                )
             ]
         return spec
 
