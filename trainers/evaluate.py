@@ -126,6 +126,7 @@ def _metrics(
         for name, a in actions.items()
     }
     out["action_rates"] = {a: float(np.mean(actions["model"] == a)) for a in ACTIONS}
+    out["block_rates"] = {name: float(np.mean(a == "block")) for name, a in actions.items()}
     if detail:
         out["card_precision_at_100_per_day"] = card_precision_at_k(frame, score, y)
         out["calibration"] = calibration(score, y)
@@ -170,10 +171,13 @@ def _curves(frame: pd.DataFrame, score: np.ndarray, y: np.ndarray, costs: Costs)
     out: dict[str, Any] = {}
     if 0 < y.sum() < len(y):
         precision, recall, _ = precision_recall_curve(y, score)
-        step = max(1, len(precision) // 300)
+        # one point per recall step (each fraud caught), thinned to at most ~300: sampling
+        # by index would keep only the crowd of low thresholds and flatten the top
+        _, first = np.unique(recall, return_index=True)
+        keep = np.sort(first)[:: max(1, len(first) // 300)]
         out["pr"] = {
-            "precision": precision[::step].round(5).tolist(),
-            "recall": recall[::step].round(5).tolist(),
+            "precision": precision[keep].round(5).tolist(),
+            "recall": recall[keep].round(5).tolist(),
         }
     order = np.argsort(-score, kind="stable")
     amount, region = frame["amount_usd"].to_numpy(), frame["region"].to_numpy()
@@ -213,7 +217,7 @@ def _figure(report: dict[str, Any]) -> str:
     )
     for name, style in (("model", "g*"), ("rules_only", "rs"), ("approve_all", "k^")):
         cost = report["overall"]["cost_per_1000"][name]
-        rate = report["overall"]["action_rates"]["block"] * 100 if name == "model" else 0
+        rate = report["overall"]["block_rates"][name] * 100
         axes[1].plot([rate], [cost], style, markersize=10, label=name.replace("_", " "))
     axes[1].set(
         xlabel="decline rate (%)",
