@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.dataset as ds
 
 from feature_views.contract import normalize_attempts
 from feature_views.materialize import load_frames
-from feature_views.offline import LABEL_KEY_COLUMNS, fraud_labels, prepare
+from feature_views.offline import prepare, table_fraud_labels
 from feature_views.online import OnlineFeatureStore, OnlineVector
 from feature_views.store import connect, store_url
 from feature_views.tables import date_partitions, iter_attempt_partitions, read_labels
@@ -58,16 +57,7 @@ def run_feature_demo(data: Path, namespace: str = "demo", url: str | None = None
     url = url or store_url()
     store = OnlineFeatureStore(connect(url, timeout_s=30.0), namespace=namespace)
     store.flush_namespace()
-    labels = read_labels(labels_path)
-    attempts_keys = pd.concat(
-        [
-            ds.dataset(p, format="parquet")
-            .to_table(columns=["transaction_id", *LABEL_KEY_COLUMNS])
-            .to_pandas()
-            for p in parts
-        ]
-    )
-    fraud = fraud_labels(labels, attempts_keys)
+    fraud = table_fraud_labels(events, read_labels(labels_path))
     today = prepare(normalize_attempts(ds.dataset(parts[-1], format="parquet").to_table()))
     today = today.sort_values(["event_ms", "transaction_id"], ignore_index=True)
     history_end = int(today["event_ms"].iloc[0])

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_views.offline import LABEL_KEY_COLUMNS, fraud_labels, prepare
+from feature_views.offline import prepare, table_fraud_labels
 from feature_views.online import OnlineFeatureStore
 from feature_views.store import StoreUnavailable, connect
-from feature_views.tables import iter_attempt_partitions, read_attempt_columns, read_labels
+from feature_views.tables import count_attempts, iter_attempt_partitions, read_labels
 
 BATCH = 2_000
 
@@ -104,15 +104,13 @@ def materialize(
     store = OnlineFeatureStore(connect(url, timeout_s=30.0), namespace=namespace)
     if flush:
         store.flush_namespace()
-    lab = read_labels(labels)
-    keys = read_attempt_columns(events, ["transaction_id", *LABEL_KEY_COLUMNS])
-    for c in LABEL_KEY_COLUMNS:
-        if c not in keys.columns:
-            keys[c] = "unknown"
-        keys[c] = keys[c].fillna("unknown")
-    fraud = fraud_labels(lab, keys[keys["transaction_id"].isin(set(lab["transaction_id"]))])
+    fraud = table_fraud_labels(events, read_labels(labels))
     result = load_frames(
-        store, iter_attempt_partitions(events), fraud, progress=progress, total=len(keys)
+        store,
+        iter_attempt_partitions(events),
+        fraud,
+        progress=progress,
+        total=count_attempts(events),
     )
     result["labels_for_unknown_transactions"] = int(fraud.attrs.get("unknown_transactions", 0))
     return result

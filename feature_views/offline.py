@@ -633,16 +633,20 @@ def iter_features(events: str | Path, labels: str | Path | None = None) -> Itera
     Memory is bounded by one partition plus the carried state, so this runs over tables
     larger than memory when they are date-partitioned.
     """
-    from feature_views.tables import iter_attempt_partitions, read_attempt_columns, read_labels
+    from feature_views.tables import iter_attempt_partitions, read_labels
 
     lab = read_labels(labels)
-    if len(lab):
-        keys = read_attempt_columns(events, ["transaction_id", *LABEL_KEY_COLUMNS])
-        keys = keys[keys["transaction_id"].isin(set(lab["transaction_id"]))]
-        for c in LABEL_KEY_COLUMNS:
-            if c not in keys.columns:
-                keys[c] = "unknown"
-            keys[c] = keys[c].fillna("unknown")
-    else:
-        keys = pd.DataFrame(columns=["transaction_id", *LABEL_KEY_COLUMNS])
-    yield from _stream(iter_attempt_partitions(events), fraud_labels(lab, keys))
+    yield from _stream(iter_attempt_partitions(events), table_fraud_labels(events, lab))
+
+
+def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame:
+    """`fraud_labels` for a table on disk, reading only the labelled attempts' keys."""
+    from feature_views.tables import read_attempt_columns
+
+    if labels.empty:
+        return fraud_labels(labels, pd.DataFrame(columns=["transaction_id", *LABEL_KEY_COLUMNS]))
+    keys = read_attempt_columns(events, ["transaction_id", *LABEL_KEY_COLUMNS])
+    keys = keys[keys["transaction_id"].isin(set(labels["transaction_id"]))]
+    for c in LABEL_KEY_COLUMNS:  # external tables may lack them: the contract's default
+        keys[c] = keys[c].fillna("unknown") if c in keys.columns else "unknown"
+    return fraud_labels(labels, keys)

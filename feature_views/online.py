@@ -165,15 +165,18 @@ class OnlineFeatureStore:
         return GLOBAL_KEY if entity.key is None else _key(attempt.get(entity.key))
 
     # ---- read -------------------------------------------------------------------------
-    def read_many(
-        self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str] = ()
-    ) -> Any:
+    def read_many(self, attempts: Sequence[Mapping[str, Any]]) -> list[OnlineVector]:
         """Feature vectors for a micro-batch of contract-form attempts, ONE round trip.
 
-        With `decision_ids`, the stored decisions of those transactions come back too (as
-        ``(vectors, decisions)``), fetched in the same pipeline. Raises StoreUnavailable if
-        Redis does not answer within the client's timeout.
+        Raises StoreUnavailable if Redis does not answer within the client's timeout.
         """
+        return self.read_many_with(attempts)[0]
+
+    def read_many_with(
+        self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str] = ()
+    ) -> tuple[list[OnlineVector], list[bytes | None]]:
+        """`read_many` plus the decisions stored for `decision_ids`, in the same round trip
+        (a retried transaction gets its first decision back)."""
         pipe = self.r.pipeline(transaction=False)
         for txid in decision_ids:
             pipe.get(self.decision_key(txid))
@@ -207,21 +210,11 @@ class OnlineFeatureStore:
             replies = pipe.execute()
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"online store read failed: {exc}") from exc
-        if decision_ids:
-            n = len(decision_ids)
-            return self._evaluate(attempts, plan, replies[n:]), replies[:n]
-        return self._evaluate(attempts, plan, replies)
+        n = len(decision_ids)
+        return self._evaluate(attempts, plan, replies[n:]), list(replies[:n])
 
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]
-
-    def read_many_with(
-        self, attempts: Sequence[Mapping[str, Any]], transaction_ids: Sequence[str] = ()
-    ) -> tuple[list[OnlineVector], list[bytes | None]]:
-        """`read_many` plus, in the same round trip, decisions stored for these ids."""
-        if not transaction_ids:
-            return self.read_many(attempts), [None] * len(attempts)
-        return self.read_many(attempts, decision_ids=transaction_ids)
 
     def decision_key(self, transaction_id: str) -> str:
         return f"{self.ns}:g:dec:{transaction_id}"

@@ -22,9 +22,21 @@ DAY_MS = 86_400_000
 
 # Contract string columns `request_features` reads (besides event_ms, amount_usd, and the
 # merchant ages); both engines gather exactly these.
-STRING_INPUTS = ("card_country", "merchant_country", "ip_country", "billing_country",
-                 "shipping_country", "merchant_id", "merchant_category", "card_bin",
-                 "card_network", "channel", "email_domain", "currency", "region")
+STRING_INPUTS = (
+    "card_country",
+    "merchant_country",
+    "ip_country",
+    "billing_country",
+    "shipping_country",
+    "merchant_id",
+    "merchant_category",
+    "card_bin",
+    "card_network",
+    "channel",
+    "email_domain",
+    "currency",
+    "region",
+)
 
 CATEGORY_PASSTHROUGH = (
     "merchant_id",

@@ -115,3 +115,16 @@ def read_attempt_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ContractError(f"{p} is not a readable Parquet table: {exc}") from exc
     return table.select([c for c in columns if c in table.schema.names]).to_pandas()
+
+
+def count_attempts(path: str | Path) -> int:
+    """Number of attempts, from Parquet metadata (no data read)."""
+    p = _exists(path)
+    try:
+        if p.is_dir():
+            return ds.dataset(
+                p, format="parquet", partitioning="hive", exclude_invalid_files=True
+            ).count_rows()
+        return pq.ParquetFile(p).metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ContractError(f"{p} is not a readable Parquet table: {exc}") from exc

@@ -301,8 +301,8 @@ def with_served_features(features: pd.DataFrame, served: pd.DataFrame) -> tuple[
     return merged.sort_values(["event_time", "transaction_id"], ignore_index=True), len(served)
 
 
-def load_tables(events: str | Path, labels: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Attempts and labels in contract form, with errors phrased for the CLI."""
+def load_tables(events: str | Path, labels: str | Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Attempts and labels (empty without a path) in contract form, errors for the CLI."""
     from feature_views.tables import read_attempts, read_labels
 
     try:

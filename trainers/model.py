@@ -50,15 +50,29 @@ def to_pool(
     cats = categorical(features)
     numeric = [f for f in features if f not in set(cats)]
     if list(features) != numeric + cats:  # not in the layout FeaturesData needs
-        data = {f: (np.asarray(frame[f]).astype(str) if f in cats
-                    else np.asarray(frame[f]).astype(np.float64)) for f in features}
-        return catboost.Pool(pd.DataFrame(data, columns=list(features)), label=label,
-                             cat_features=cats)
+        data = {
+            f: (
+                np.asarray(frame[f]).astype(str)
+                if f in cats
+                else np.asarray(frame[f]).astype(np.float64)
+            )
+            for f in features
+        }
+        return catboost.Pool(
+            pd.DataFrame(data, columns=list(features)), label=label, cat_features=cats
+        )
     num = np.column_stack([np.asarray(frame[f], dtype=np.float32) for f in numeric])
-    cat = np.column_stack([np.asarray(frame[f]).astype(str).astype(object) for f in cats]) \
-        if cats else None
-    data = catboost.FeaturesData(num_feature_data=num, cat_feature_data=cat,
-                                 num_feature_names=numeric, cat_feature_names=cats or None)
+    cat = (
+        np.column_stack([np.asarray(frame[f]).astype(str).astype(object) for f in cats])
+        if cats
+        else None
+    )
+    data = catboost.FeaturesData(
+        num_feature_data=num,
+        cat_feature_data=cat,
+        num_feature_names=numeric,
+        cat_feature_names=cats or None,
+    )
     return catboost.Pool(data, label=label)
 
 

@@ -208,25 +208,10 @@ def window_features(
     events: str | Path, labels: str | Path | None, start: str, end: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Point-in-time features over the whole history, restricted to [start, end)."""
-    from feature_views.tables import read_labels
-
-    if labels:
-        attempts, label_table = load_tables(events, labels)
-    else:
-        attempts, label_table = load_tables_without_labels(events), read_labels(None)
+    attempts, label_table = load_tables(events, labels)
     features = compute_features(attempts, label_table)
     frame = features.merge(attempts[["transaction_id", *CONTEXT_COLUMNS]], on="transaction_id")
     return _window(frame, start, end), attempts, label_table
-
-
-def load_tables_without_labels(events: str | Path) -> pd.DataFrame:
-    from feature_views.contract import ContractError
-    from feature_views.tables import read_attempts
-
-    try:
-        return read_attempts(events)
-    except (ContractError, FileNotFoundError) as exc:
-        raise DatasetError(str(exc)) from exc
 
 
 def score_batch(
