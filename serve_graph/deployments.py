@@ -30,6 +30,7 @@ from serve_graph.config import load_region
 from serve_graph.pipeline import DecisionPipeline, region_store_url
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
+from serve_graph.telemetry import Tracing, current_carriers
 
 _REPLICA: Any = None  # the ingress replica living in this worker process
 
@@ -46,6 +47,16 @@ def _health() -> dict[str, Any]:
 
 
 _app = build_app(_decide, _health, title="checkout-risk")
+
+
+def _tracing(component: str) -> Tracing:
+    """This replica's tracer: its spans name the deployment and the replica."""
+    try:
+        ctx = serve.get_replica_context()
+        replica = ctx.replica_id.unique_id
+    except Exception:  # noqa: BLE001 - constructed outside Serve (tests)
+        replica = "local"
+    return Tracing(component, {"service.instance.id": replica})
 
 
 def _paths(registry: str | None, log_dir: str | None) -> dict[str, Any]:
@@ -109,9 +120,13 @@ class ExplainerDeployment:
         from trainers.registry import registry_root
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
+        self.tracing = _tracing("ExplainerDeployment")
 
-    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
-        return self.stage.explain(values, fallback, top)
+    def explain(
+        self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
+    ) -> list:
+        with self.tracing.serve("explain", trace):
+            return self.stage.explain(values, fallback, top)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
@@ -145,11 +160,15 @@ class FeatureLookupDeployment:
             cfg.feature_timeout_ms,
             cfg.store_retry_after_s,
         )
+        self.tracing = _tracing("FeatureLookupDeployment")
 
-    def lookup(self, records: list[dict], ids: list[str]) -> FeatureBatch:
-        return self.stage.lookup(records, ids)
+    def lookup(
+        self, records: list[dict], ids: list[str], trace: list[str] | None = None
+    ) -> FeatureBatch:
+        with self.tracing.serve("features", trace):
+            return self.stage.lookup(records, ids)
 
-    def update(self, records: list[dict], decisions: list[str]) -> None:
+    def update(self, records: list[dict], decisions: list[str], trace: Any = None) -> None:
         self.stage.update(records, decisions)
 
 
@@ -157,9 +176,13 @@ class FeatureLookupDeployment:
 class PolicyDeployment:
     def __init__(self, policy: str | None = None) -> None:
         self.stage = PolicyEngine(Path(policy) if policy else CHAMPION_POLICY)
+        self.tracing = _tracing("PolicyDeployment")
 
-    def evaluate(self, values: list[dict]) -> tuple[list[PolicyResult], str]:
-        return self.stage.evaluate(values), self.stage.version
+    def evaluate(
+        self, values: list[dict], trace: list[str] | None = None
+    ) -> tuple[list[PolicyResult], str]:
+        with self.tracing.serve("policy", trace):
+            return self.stage.evaluate(values), self.stage.version
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -168,12 +191,19 @@ class ScorerDeployment:
         from trainers.registry import registry_root
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
+        self.tracing = _tracing("ScorerDeployment")
 
-    def score(self, values: list[dict], fallback: bool) -> tuple[np.ndarray, str]:
-        return self.stage.score(values, fallback)
+    def score(
+        self, values: list[dict], fallback: bool, trace: list[str] | None = None
+    ) -> tuple[np.ndarray, str]:
+        with self.tracing.serve("score", trace):
+            return self.stage.score(values, fallback)
 
-    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
-        return self.stage.explain(values, fallback, top)
+    def explain(
+        self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
+    ) -> list:
+        with self.tracing.serve("explain", trace):
+            return self.stage.explain(values, fallback, top)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -182,11 +212,17 @@ class CombinerDeployment:
         from serve_graph.decisioning import DEFAULT_COSTS
 
         self.stage = DecisionCombiner(DEFAULT_COSTS, load_region(region).rules_only_step_up_usd)
+        self.tracing = _tracing("CombinerDeployment")
 
     def combine(
-        self, values: list[dict], policy: list[PolicyResult], p: np.ndarray | None
+        self,
+        values: list[dict],
+        policy: list[PolicyResult],
+        p: np.ndarray | None,
+        trace: list[str] | None = None,
     ) -> list[str]:
-        return self.stage.combine(values, policy, p)
+        with self.tracing.serve("combine", trace):
+            return self.stage.combine(values, policy, p)
 
 
 class _Remote:
@@ -196,13 +232,17 @@ class _Remote:
     # optimised mode handles route on the event loop, so calls from the pipeline's worker
     # thread are scheduled onto it and awaited there.
     loop: asyncio.AbstractEventLoop | None = None
+    remote = True  # the pipeline traces a call through it as a CLIENT span
 
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle, self.timeout_s = handle, timeout_s
 
     def call(self, method: str, *args: Any) -> Any:
+        carriers = current_carriers()  # this stage's spans, one per decision of the batch
+        kwargs = {"trace": carriers} if carriers else {}
+
         async def run() -> Any:
-            return await getattr(self.handle, method).remote(*args)
+            return await getattr(self.handle, method).remote(*args, **kwargs)
 
         if _Remote.loop is None:
             raise RuntimeError("no serving event loop yet")

@@ -39,6 +39,7 @@ from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, keyed_hash
 from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.policy import CHAMPION_POLICY
 from serve_graph.stages import DecisionCombiner, FeatureLookup, PolicyEngine, Scorer
+from serve_graph.telemetry import BatchTrace, DecisionMetrics, Tracing
 from trainers.registry import registry_root
 
 LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_id")
@@ -103,34 +104,63 @@ class DecisionPipeline:
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # for shadow scoring
+        self.tracing = Tracing(
+            "pipeline",
+            {"service.instance.id": self.replica_id, "checkout_risk.region": region.name},
+        )
+        self.metrics = DecisionMetrics()
+
+    def _remote(self, stage: Any) -> bool:
+        return bool(getattr(stage, "remote", False))
 
     # ---- the hot path -------------------------------------------------------------------
     def decide(
         self,
         records: Sequence[dict[str, Any]],
         arrived: Sequence[float],
-        trace_ids: Sequence[str | None] | None = None,
+        traceparents: Sequence[str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Decisions for a micro-batch of validated contract-form attempts (blocking)."""
+        """Decisions for a micro-batch of validated contract-form attempts (blocking).
+
+        `traceparents` are the callers' W3C trace contexts (None where absent): each
+        decision's trace continues the caller's, and its trace id is logged with it.
+        """
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
-        trace_ids = list(trace_ids or [None] * len(records))
+        trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
+        try:
+            return self._decide_batch(records, arrived, deadline, trace)
+        finally:
+            trace.close()
+
+    def _decide_batch(
+        self,
+        records: Sequence[dict[str, Any]],
+        arrived: Sequence[float],
+        deadline: float,
+        trace: BatchTrace,
+    ) -> list[dict[str, Any]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
         todo = [i for i, r in enumerate(responses) if r is None]
+        replays = [i for i, r in enumerate(responses) if r is not None]
         if not todo:
+            trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
             return [dict(r, idempotent_replay=True) for r in responses]  # type: ignore[arg-type]
         batch = [records[i] for i in todo]
-        fetched = self.features.lookup(batch, [txids[i] for i in todo])
+        with trace.stage("features", todo, self._remote(self.features)):
+            fetched = self.features.lookup(batch, [txids[i] for i in todo])
         fresh: list[int] = []
         for j, i in enumerate(todo):
             stored = fetched.decisions[j] if fetched.decisions else None
             if stored:
                 responses[i] = dict(json.loads(stored), idempotent_replay=True)
+                replays.append(i)
             else:
                 fresh.append(j)
+        trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
         if fresh:
-            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace_ids)
+            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace)
             for j, response in zip(fresh, decided, strict=True):
                 responses[todo[j]] = response
         return responses  # type: ignore[return-value]
@@ -143,9 +173,10 @@ class DecisionPipeline:
         arrived: Sequence[float],
         deadline: float,
         todo: list[int],
-        trace_ids: list[str | None],
+        trace: BatchTrace,
     ) -> list[dict[str, Any]]:
         records = [batch[j] for j in fresh]
+        rows = [todo[j] for j in fresh]  # positions in the micro-batch (its traces)
         rung, reason = 1, None
         if fetched.vectors is not None:
             vectors = [fetched.vectors[j] for j in fresh]
@@ -163,7 +194,8 @@ class DecisionPipeline:
                 v.setdefault(f, rec.get(f))
             v.setdefault("amount_usd", rec["amount_usd"])
             v.setdefault("region", rec.get("region"))
-        policy = self.policy.evaluate(values)
+        with trace.stage("policy", rows, self._remote(self.policy)):
+            policy = self.policy.evaluate(values)
         left_ms = (deadline - time.monotonic()) * 1000
         p: np.ndarray | None = None
         version = None
@@ -171,19 +203,19 @@ class DecisionPipeline:
             rung, reason = 4, f"overload: {left_ms:.0f} ms left before scoring"
         else:
             try:
-                p, version = self.scorer.score(values, fallback)
+                with trace.stage("score", rows, self._remote(self.scorer)):
+                    p, version = self.scorer.score(values, fallback)
             except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
                 rung, reason = 4, f"scorer: {exc}"
-        actions = self.combiner.combine(values, policy, p)
+        with trace.stage("combine", rows, self._remote(self.combiner)):
+            actions = self.combiner.combine(values, policy, p)
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []
         contributions: dict[int, list[tuple[str, float]]] = {}
         if explain and (deadline - time.monotonic()) * 1000 > 10:
-            rows = [values[i] for i in explain]
-            for i, c in zip(
-                explain,
-                self.explainer.explain(rows, fallback, self.region.explain_top),
-                strict=True,
-            ):
+            explained = [values[i] for i in explain]
+            with trace.stage("explain", [rows[i] for i in explain], self._remote(self.explainer)):
+                found = self.explainer.explain(explained, fallback, self.region.explain_top)
+            for i, c in zip(explain, found, strict=True):
                 contributions[i] = c
         now = time.monotonic()
         out, log_records = [], []
@@ -209,15 +241,29 @@ class DecisionPipeline:
                 "region": self.region.name,
                 "degraded": None if row_rung == 1 else {"rung": row_rung, "reason": row_reason},
                 "latency_ms": latency_ms,
-                "trace_id": trace_ids[k],
+                "trace_id": trace.trace_ids[k],
             }
             out.append(response)
-            log_records.append(
-                self._log_record(
-                    rec, values[i], ages[i], missing[i], stale[i], policy[i], p, i, response
-                )
+            record = self._log_record(
+                rec, values[i], ages[i], missing[i], stale[i], policy[i], p, i, response
             )
-        self.log.append(log_records)
+            # the batch's stage wall times up to the log write, and this decision's wait
+            record["timings_ms"] = dict(trace.stage_ms, queue=trace.queue_ms[k])
+            log_records.append(record)
+        with trace.stage("log", rows):
+            self.log.append(log_records)
+        trace.finish(
+            rows,
+            [
+                {
+                    "checkout_risk.decision_id": r["decision_id"],
+                    "checkout_risk.action": r["action"],
+                    "checkout_risk.rung": (r["degraded"] or {}).get("rung", 1),
+                }
+                for r in out
+            ],
+        )
+        self.metrics.record(trace.stage_ms, out)
         for response, v in zip(out, values, strict=True):
             self._remember(response)
             if fetched.vectors is not None:
@@ -287,8 +333,12 @@ class DecisionPipeline:
         ]
         if not new:
             return
+        t0 = time.monotonic()
         self.features.update([r for r, _ in new], [json.dumps(d) for _, d in new])
+        t1 = time.monotonic()
         self.shadow([r for r, _ in new], [d for _, d in new])
+        t2 = time.monotonic()
+        self.metrics.record({"online_update": (t1 - t0) * 1000, "shadow": (t2 - t1) * 1000}, [])
 
     def shadow(
         self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]

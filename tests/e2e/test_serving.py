@@ -28,6 +28,7 @@ from serve_graph.config import dev_key, load_region
 from serve_graph.decision_log import verify
 from serve_graph.pipeline import region_store_url
 from serve_graph.replay import replay
+from tests.support.otlp import OtlpReceiver
 from trainers.registry import Registry
 
 BASE = "http://127.0.0.1:8000"
@@ -80,6 +81,7 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         fraud[fraud["label_ms"] < start.value // 1_000_000],
     )
     log_dir = work / "decision-log"
+    otlp = OtlpReceiver()  # where a collector would be: the graph app exports its traces here
     common = {"registry": str(registry_root), "log_dir": str(log_dir), "redis_url": url}
 
     def app(name: str, region: str, path: str, graph: bool = False) -> dict:
@@ -90,6 +92,14 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
             "import_path": f"serve_graph.deployments:{'graph' if graph else 'fused'}_app",
         }
         if graph:
+            spec["runtime_env"] = {
+                "env_vars": {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                }
+            }
             spec["deployments"] = [
                 {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
                 for n in (
@@ -152,7 +162,9 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         "truth": truth,
         "store": store,
         "registry": registry_root,
+        "otlp": otlp,
     }
+    otlp.close()
     subprocess.run(
         [serve, "shutdown", "--yes", "--address", cluster.JOBS_URL], env=env, capture_output=True
     )
@@ -242,6 +254,75 @@ def test_graph_topology_decides_like_the_fused_one(serving) -> None:
     full = [o for o in warm if o["degraded"] is None]
     assert len(full) >= 0.8 * len(warm), [o["degraded"] for o in warm]
     assert all(o["model_version"] == "v1" for o in full)
+
+
+def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
+    serving,
+) -> None:
+    """The caller's trace continues; each hop is a CLIENT span with the stage's SERVER span
+    under it, recorded by the replica that ran the stage."""
+    caller_trace, caller_span = "5a" * 16, "c0ffee00c0ffee00"
+    rec = serving["window"].iloc[50].to_dict()
+    body = as_body(rec) | {"transaction_id": f"tr-{rec['transaction_id']}-{time.time()}"}
+    for _ in range(3):  # a cold graph may shed the first decision to rung 4 (no score hop)
+        body["transaction_id"] += "x"
+        req = urllib.request.Request(
+            f"{serving['graph']}/v1/decisions",
+            data=json.dumps(body, default=str).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "X-API-Key": dev_key(),
+                "traceparent": f"00-{caller_trace}-{caller_span}-01",
+            },
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out = json.loads(resp.read())
+        if out["degraded"] is None:
+            break
+    assert out["degraded"] is None and out["trace_id"] == caller_trace
+    hops = {"features", "policy", "score", "combine"}
+    spans = serving["otlp"].wait_for(caller_trace, hops | {"decision", "log"}, timeout_s=60)
+    spans = [
+        s
+        for s in spans
+        if s.attributes.get("checkout_risk.decision_id", "") in ("", out["decision_id"])
+    ]
+    roots = [s for s in spans if s.name == "decision"]
+    root = next(
+        r for r in roots if r.attributes.get("checkout_risk.decision_id") == out["decision_id"]
+    )
+    assert root.parent_id == caller_span
+    children = {s.span_id: s for s in spans if s.parent_id == root.span_id}
+    assert {s.name for s in children.values()} >= hops | {"log"}
+    for name in hops:
+        clients = [s for s in children.values() if s.name == name]
+        assert len(clients) == 1, name
+        client = clients[0]
+        assert client.kind == 3  # SPAN_KIND_CLIENT
+        servers = [s for s in spans if s.parent_id == client.span_id]
+        assert len(servers) == 1 and servers[0].name == name and servers[0].kind == 2, name
+        assert servers[0].instance != root.instance  # recorded by the stage's own replica
+
+
+def test_decision_metrics_reach_prometheus(serving) -> None:
+    """Serve's metrics endpoint carries decisions by action and stage latency histograms."""
+    rec = serving["window"].iloc[60].to_dict()
+    post(serving["url"], as_body(rec) | {"transaction_id": f"m-{time.time()}"}, dev_key())
+    url = f"http://127.0.0.1:{cluster.METRICS_PORT}/metrics"
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            text = ""
+        if "checkout_risk_decisions" in text and "checkout_risk_stage_latency_ms" in text:
+            break
+        time.sleep(2)
+    lines = [ln for ln in text.splitlines() if ln.startswith("ray_checkout_risk")]
+    decided = [ln for ln in lines if ln.startswith("ray_checkout_risk_decisions_total")]
+    assert any('action="approve"' in ln for ln in decided), lines[:20]
+    assert any('stage="score"' in ln for ln in lines if "stage_latency_ms_bucket" in ln)
 
 
 def test_redis_stopped_mid_test_degrades_inside_budget_and_recovers(serving) -> None:
