@@ -38,7 +38,13 @@ from serve_graph.config import RegionConfig
 from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, keyed_hash
 from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.policy import CHAMPION_POLICY
-from serve_graph.stages import DecisionCombiner, FeatureLookup, PolicyEngine, Scorer
+from serve_graph.stages import (
+    DecisionCombiner,
+    FeatureBatch,
+    FeatureLookup,
+    PolicyEngine,
+    Scorer,
+)
 from serve_graph.telemetry import BatchTrace, DecisionMetrics, Tracing
 from trainers.registry import registry_root
 
@@ -148,8 +154,18 @@ class DecisionPipeline:
             trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
             return [dict(r, idempotent_replay=True) for r in responses]  # type: ignore[arg-type]
         batch = [records[i] for i in todo]
-        with trace.stage("features", todo, self._remote(self.features)):
-            fetched = self.features.lookup(batch, [txids[i] for i in todo])
+        left_ms = (deadline - time.monotonic()) * 1000
+        if left_ms < self.region.scoring_budget_ms:
+            # Overloaded: the batch waited so long that it could not be scored anyway. Shed
+            # before the store too (rules on request-time features), so a backlog drains
+            # at the cheapest rung instead of growing. Retries are still recognised by this
+            # replica's memory of recent decisions, not by the store's.
+            fetched = FeatureBatch(
+                None, FeatureLookup.request_only(batch), f"overload: {left_ms:.0f} ms left"
+            )
+        else:
+            with trace.stage("features", todo, self._remote(self.features)):
+                fetched = self.features.lookup(batch, [txids[i] for i in todo])
         fresh: list[int] = []
         for j, i in enumerate(todo):
             stored = fetched.decisions[j] if fetched.decisions else None

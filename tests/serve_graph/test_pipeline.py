@@ -55,6 +55,10 @@ def test_overload_sheds_to_rules_only_instead_of_timing_out(pipeline) -> None:
     out = pipeline.decide([_record(250.0)], [late])[0]
     assert out["degraded"]["rung"] == 4 and "overload" in out["degraded"]["reason"]
     assert out["fraud_probability"] is None and out["action"] == "step_up"  # >= $100
+    from serve_graph.decision_log import find
+
+    logged = find(pipeline.log_root, out["decision_id"])
+    assert "features" not in logged["timings_ms"]  # shed before the store round trip too
     small = pipeline.decide([_record(20.0)], [late])[0]
     assert small["action"] == "approve"
 
