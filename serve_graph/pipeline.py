@@ -35,7 +35,7 @@ import numpy as np
 from feature_views.contract import to_ms
 from feature_views.store import store_url
 from serve_graph.config import RegionConfig
-from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, keyed_hash
+from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, adopt_abandoned, keyed_hash
 from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.policy import CHAMPION_POLICY
 from serve_graph.stages import (
@@ -107,6 +107,8 @@ class DecisionPipeline:
         self.shadow_scorer = stages.get("shadow") or self.scorer
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.log_root = Path(log_dir or run_dir() / "decision-log")
+        # a replica killed mid-write left a torn, never-acknowledged line: repair and record it
+        adopt_abandoned(self.log_root, f"{region.name}-")
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # for shadow scoring
