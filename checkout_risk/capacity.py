@@ -14,6 +14,7 @@ The rules, per region ``r`` with share ``s_r`` of the marketplace peak ``P``:
   payment peak does not wait) and ``max_replicas = ceil(F_r / (rps * u))`` (the
   autoscaler's ceiling; with ``failover_headroom`` off it equals the minimum's peak);
 * worker pods hold ``floor((pod_cpus - reserved) / replica_cpus)`` replicas each;
+* replicators ``= ceil(F_r * destinations / entries_per_s)``;
 * Redis commands/s are the region's own decisions times ``ops_per_decision`` plus the
   updates it receives from other regions (replication, after data residency) times
   ``ops_per_replicated_update``, both at the failover peak (incoming updates scaled by
@@ -51,6 +52,10 @@ class PodSpec(_Strict):
     reserved_cpus: pydantic.NonNegativeFloat = 0
 
 
+class ReplicatorSpec(_Strict):
+    entries_per_s: pydantic.PositiveFloat
+
+
 class RedisSpec(_Strict):
     ops_per_decision: pydantic.PositiveFloat
     ops_per_replicated_update: pydantic.PositiveFloat
@@ -68,6 +73,7 @@ class CapacityConfig(_Strict):
     failover_headroom: bool = True
     worker_pod: PodSpec
     head_pod: PodSpec
+    replicator: ReplicatorSpec
     redis: RedisSpec
 
     @pydantic.model_validator(mode="after")
@@ -95,6 +101,7 @@ class RegionPlan(pydantic.BaseModel):
     replicated_in_rps: float  # updates received from other regions at peak
     redis_ops: float  # commands/s at failover peak
     redis_shards: int
+    replicators: int  # processes shipping its outbox (0: residency sends it nowhere)
 
 
 def load_capacity(path: Path = CAPACITY) -> CapacityConfig:
@@ -126,8 +133,11 @@ def plan(
     )
     # who receives whose updates (data residency applied)
     receives: dict[str, float] = dict.fromkeys(shares, 0.0)
+    sends_to: dict[str, int] = {}
     for name in shares:
-        for target in replication_targets(configs[name], list(configs.values())):
+        targets = replication_targets(configs[name], list(configs.values()))
+        sends_to[name] = len(targets)
+        for target in targets:
             receives[target] += peak * shares[name]
     out: dict[str, RegionPlan] = {}
     for name, share in shares.items():
@@ -160,5 +170,9 @@ def plan(
             replicated_in_rps=round(receives[name], 1),
             redis_ops=round(ops),
             redis_shards=math.ceil(ops / capacity.redis.ops_per_shard - 1e-9),
+            # each replicator ships every entry to every destination, at failover peak
+            replicators=math.ceil(
+                failover * sends_to[name] / capacity.replicator.entries_per_s - 1e-9
+            ),
         )
     return out

@@ -467,8 +467,11 @@ def storage(region: RegionConfig, cfg: K8sConfig, training: bool) -> list[dict[s
     ]
 
 
-def replicator(region: RegionConfig, cfg: K8sConfig, targets: list[str]) -> list[dict[str, Any]]:
-    """A single replicator (one consumer per group: order and at-least-once delivery)."""
+def replicator(
+    region: RegionConfig, cfg: K8sConfig, targets: list[str], region_plan: RegionPlan
+) -> list[dict[str, Any]]:
+    """Replicators sharing the region's outbox (each its own consumer, named by its pod;
+    a dead one's entries are claimed by the others)."""
     labels = _labels(region.name, "replicator")
     args = ["replicate", "--region", region.name]
     env = [*_redis_env("redis://redis:6379")]
@@ -487,8 +490,7 @@ def replicator(region: RegionConfig, cfg: K8sConfig, targets: list[str]) -> list
             "kind": "Deployment",
             "metadata": _meta("replicator", cfg, region.name, "replicator"),
             "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},  # never two consumers racing on one group
+                "replicas": region_plan.replicators,
                 "selector": {"matchLabels": labels},
                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
             },
@@ -643,7 +645,7 @@ def render() -> dict[str, str]:
             "drift-cronjob.yaml": [drift_cronjob(region, cfg)],
         }
         if targets:
-            docs["replicator.yaml"] = replicator(region, cfg, targets)
+            docs["replicator.yaml"] = replicator(region, cfg, targets, plans[region.name])
         if training:
             docs["retrain-raycronjob.yaml"] = [
                 training_configmap(region, cfg),

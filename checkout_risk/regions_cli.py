@@ -24,7 +24,7 @@ def _cmd_k8s_plan(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     header = (
         f"{'region':<14}{'peak rps':>9}{'failover':>9}{'replicas':>10}"
-        f"{'pods':>8}{'redis ops/s':>13}{'shards':>7}"
+        f"{'pods':>8}{'redis ops/s':>13}{'shards':>7}{'replicators':>12}"
     )
     print(header)
     for p in plans.values():
@@ -32,7 +32,7 @@ def _cmd_k8s_plan(args: argparse.Namespace) -> int:
             f"{p.region:<14}{p.peak_rps:>9.0f}{p.failover_rps:>9.0f}"
             f"{f'{p.min_replicas}-{p.max_replicas}':>10}"
             f"{f'{p.min_worker_pods}-{p.max_worker_pods}':>8}"
-            f"{p.redis_ops:>13,.0f}{p.redis_shards:>7}"
+            f"{p.redis_ops:>13,.0f}{p.redis_shards:>7}{p.replicators:>12}"
         )
     return 0
 
@@ -105,7 +105,7 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
             dests.append(Destination(name, client, dest_region.namespace))
     except (ValueError, StoreUnavailable) as exc:
         raise UserError(str(exc)) from exc
-    rep = Replicator(source, region.namespace, dests)
+    rep = Replicator(source, region.namespace, dests, consumer=args.consumer)
     if args.once:
         total = {d.name: [0, 0] for d in dests}
         for dest in dests:
@@ -165,6 +165,12 @@ def add_regions(sub: argparse._SubParsersAction) -> None:
         metavar="REGION[=URL]",
         help="destination (repeatable; URL default REDIS_URL_<REGION>; default: every "
         "region residency allows)",
+    )
+    p.add_argument(
+        "--consumer",
+        default=os.environ.get("HOSTNAME") or "replicator",
+        help="this replicator's name, unique among the region's replicators (default: "
+        "$HOSTNAME, the pod name)",
     )
     p.add_argument("--once", action="store_true", help="drain what is pending, then exit")
     p.add_argument("--report-s", type=float, default=30.0, help="progress log interval (s)")

@@ -9,17 +9,23 @@ shipped between them:
    script as the update: an attempt whose ``transaction_id`` guard already existed (a
    retry) is neither applied nor published, and no update is applied without being
    published.
-2. **Replicator.** One process per source region reads that stream through one consumer
-   group per destination region and applies each entry to the destination with the same
-   write script, without an outbox (so nothing echoes back). The destination's own
+2. **Replicator.** The source region's replicator processes (one or more, sharing the
+   work) read that stream through one consumer group per destination region and apply
+   each entry to the destination with the same write script, without an outbox (so
+   nothing echoes back). The destination's own
    ``SET NX`` guard on the ``transaction_id`` makes every apply idempotent: re-delivery
    after a crash, replaying the stream, or an attempt that a failing-over client sent to
    both regions counts once in each region.
 3. **Acknowledgement after apply.** Entries are acknowledged only after the destination
    accepted them, so a partition (destination unreachable) or a replicator restart
-   leaves them pending in the source stream; they are delivered, in order, when the
-   replicator runs again. Entries older than the stream's retention (``MAXLEN``) are
-   lost to a destination that was away longer than that; the replicator reports it.
+   leaves them pending in the source stream; they are delivered when the replicator
+   runs again, and entries a crashed replicator held are claimed by the others after
+   ``claim_idle_ms``. Entries older than the stream's retention (``MAXLEN``) are lost to
+   a destination that was away longer than that; the replicator reports it.
+
+Order is not preserved across replicators, and need not be: every update the write script
+makes commutes (sorted-set adds, first/latest/previous times, bucket counters), so the
+destination converges to the same state whatever the order of delivery.
 
 What crosses a region boundary is exactly :data:`REPLICATED_FIELDS`: the transaction id,
 event time, USD amount, and the entity ids and columns the velocity views aggregate. Card
@@ -144,12 +150,17 @@ class Replicator:
         destinations: Iterable[Destination],
         consumer: str = "replicator",
         batch: int = 512,
+        claim_idle_ms: int = 30_000,
     ) -> None:
+        """`consumer` must be unique per running replicator (the pod name);
+        `claim_idle_ms`: how long another replicator's unacknowledged entries wait before
+        this one takes them over (that replicator is presumed dead)."""
         self.source = source
         self.stream = outbox_key(source_namespace)
         self.destinations = list(destinations)
         self.consumer = consumer
         self.batch = batch
+        self.claim_idle_ms = claim_idle_ms
         self.trimmed: dict[str, int] = {}
         for dest in self.destinations:
             try:
@@ -168,6 +179,11 @@ class Replicator:
         group = self._group(dest)
         self._check_trimmed(dest)
         entries = self._read(group, "0", None)  # our own unacknowledged entries
+        if not entries:  # then a dead replicator's
+            claimed = self.source.xautoclaim(
+                self.stream, group, self.consumer, self.claim_idle_ms, count=self.batch
+            )
+            entries = list(claimed[1])
         if not entries:
             entries = self._read(group, ">", block_ms)
         result = StepResult(delivered=len(entries))

@@ -18,6 +18,7 @@ SMALL = {
     "target_utilisation": 0.5,
     "worker_pod": {"cpus": 4, "memory_gib": 8, "reserved_cpus": 1},
     "head_pod": {"cpus": 2, "memory_gib": 4},
+    "replicator": {"entries_per_s": 300},
     "redis": {
         "ops_per_decision": 10,
         "ops_per_replicated_update": 5,
@@ -45,6 +46,9 @@ def test_plan_matches_the_hand_computed_example() -> None:
     assert p.replicated_in_rps == 200
     ops = 714.2857 * 10 + 200 * (714.2857 / 500) * 5
     assert p.redis_ops == pytest.approx(ops, abs=1) and p.redis_shards == 3
+    # a sends to b and c: 714.3 x 2 entries/s at 300 per replicator
+    assert p.replicators == 5
+    assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicators == 0
     assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicated_in_rps == 700
 
 

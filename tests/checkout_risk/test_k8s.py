@@ -200,6 +200,7 @@ def test_residency_decides_who_publishes_and_replicates() -> None:
     us = docs[("us-east/replicator.yaml", "Deployment")]
     args = us["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["replicate", "--region", "us-east", "--to", "ap-southeast", "--to", "eu-west"]
+    assert us["spec"]["replicas"] == plan(load_capacity())["us-east"].replicators
 
 
 def test_jobs_run_the_agreed_commands_with_absolute_config_paths() -> None:

@@ -163,6 +163,24 @@ def test_replay_redelivery_and_failover_retries_never_double_count(pair) -> None
     assert a.client.xlen(outbox_key(a.ns)) == before
 
 
+def test_replicators_share_an_outbox_and_take_over_a_dead_ones_entries(pair) -> None:
+    a, b = pair
+    for attempt in attempts(6):
+        a.store.write(attempt)
+    one = Replicator(a.client, a.ns, [b.destination()], consumer="pod-1", batch=2)
+    two = Replicator(a.client, a.ns, [b.destination()], consumer="pod-2", batch=2)
+    assert one.step(one.destinations[0]).delivered == 2
+    assert two.step(two.destinations[0]).delivered == 2  # the next two, not the same ones
+    # pod-3 reads two entries and dies before applying them
+    a.client.xreadgroup("to:ap-southeast", "pod-3", {outbox_key(a.ns): ">"}, count=2)
+    assert drain(one) == (0, 0)  # pod-3's entries are not idle long enough to claim
+    eager = Replicator(a.client, a.ns, [b.destination()], consumer="pod-1", claim_idle_ms=0)
+    assert drain(eager) == (2, 2)
+    probe = attempts(7)[6]
+    assert velocity(b.store, probe) == velocity(a.store, probe)
+    assert velocity(b.store, probe)["card_count_1h"] == 6
+
+
 def test_a_partition_holds_updates_and_converges_after_restart(pair, tmp_path: Path) -> None:
     a, b = pair
     probe = attempts(7)[6]
