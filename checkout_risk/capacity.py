@@ -102,6 +102,8 @@ class RegionPlan(pydantic.BaseModel):
     redis_ops: float  # commands/s at failover peak
     redis_shards: int
     replicators: int  # processes shipping its outbox (0: residency sends it nowhere)
+    outbox_retention_s: float | None  # how long a partition may last at own peak before
+    # the outbox trims updates a destination has not received (None: no outbox)
 
 
 def load_capacity(path: Path = CAPACITY) -> CapacityConfig:
@@ -171,6 +173,9 @@ def plan(
             redis_ops=round(ops),
             redis_shards=math.ceil(ops / capacity.redis.ops_per_shard - 1e-9),
             # each replicator ships every entry to every destination, at failover peak
+            outbox_retention_s=(
+                round(configs[name].outbox_maxlen / own, 1) if sends_to[name] else None
+            ),
             replicators=math.ceil(
                 failover * sends_to[name] / capacity.replicator.entries_per_s - 1e-9
             ),

@@ -25,6 +25,7 @@ def _cmd_k8s_plan(args: argparse.Namespace) -> int:
     header = (
         f"{'region':<14}{'peak rps':>9}{'failover':>9}{'replicas':>10}"
         f"{'pods':>8}{'redis ops/s':>13}{'shards':>7}{'replicators':>12}"
+        f"{'outbox min':>11}"
     )
     print(header)
     for p in plans.values():
@@ -33,6 +34,7 @@ def _cmd_k8s_plan(args: argparse.Namespace) -> int:
             f"{f'{p.min_replicas}-{p.max_replicas}':>10}"
             f"{f'{p.min_worker_pods}-{p.max_worker_pods}':>8}"
             f"{p.redis_ops:>13,.0f}{p.redis_shards:>7}{p.replicators:>12}"
+            f"{(f'{p.outbox_retention_s / 60:.0f}' if p.outbox_retention_s else '-'):>11}"
         )
     return 0
 

@@ -49,6 +49,9 @@ def test_plan_matches_the_hand_computed_example() -> None:
     # a sends to b and c: 714.3 x 2 entries/s at 300 per replicator
     assert p.replicators == 5
     assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicators == 0
+    # the default outbox (1,000,000 entries) lasts 2,000 s at a's 500/s; b has none
+    assert p.outbox_retention_s == 2000
+    assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].outbox_retention_s is None
     assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicated_in_rps == 700
 
 
