@@ -13,7 +13,8 @@ The rules, per region ``r`` with share ``s_r`` of the marketplace peak ``P``:
   ``min_replicas = ceil(L_r / (rps * u))`` (always on: node scale-up takes minutes and a
   payment peak does not wait) and ``max_replicas = ceil(F_r / (rps * u))`` (the
   autoscaler's ceiling; with ``failover_headroom`` off it equals the minimum's peak);
-* worker pods hold ``floor((pod_cpus - reserved) / replica_cpus)`` replicas each;
+* worker pods hold ``floor((pod_cpus - reserved) / replica_cpus)`` replicas each, and the
+  pods also fit the side deployments (explainer, shadow scorer);
 * replicators ``= ceil(F_r * destinations / entries_per_s)``;
 * Redis commands/s are the region's own decisions times ``ops_per_decision`` plus the
   updates it receives from other regions (replication, after data residency) times
@@ -34,6 +35,7 @@ from serve_graph.config import RegionConfig, regions, replication_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPACITY = ROOT / "configs" / "capacity.yaml"
+SERVE_CONFIG = ROOT / "configs" / "serve" / "local.yaml"
 
 
 class _Strict(pydantic.BaseModel):
@@ -115,10 +117,28 @@ def load_capacity(path: Path = CAPACITY) -> CapacityConfig:
         raise ValueError(f"invalid capacity config {path}: {exc}") from exc
 
 
+def side_cpus(serve_config: Path = SERVE_CONFIG) -> float:
+    """CPUs of the deployments beside the fused one (SHAP explainer, shadow scorer) in the
+    region application of configs/serve/local.yaml: they share the worker pods."""
+    app = yaml.safe_load(Path(serve_config).read_text())["applications"][0]
+    total = 0.0
+    for deployment in app["deployments"]:
+        if deployment["name"] == "FusedDecider":
+            continue
+        scaling = deployment.get("autoscaling_config") or {}
+        replicas = scaling.get("max_replicas", deployment.get("num_replicas", 1))
+        total += replicas * (deployment.get("ray_actor_options") or {}).get("num_cpus", 1)
+    return total
+
+
 def plan(
-    capacity: CapacityConfig, region_configs: list[RegionConfig] | None = None
+    capacity: CapacityConfig,
+    region_configs: list[RegionConfig] | None = None,
+    side: float | None = None,
 ) -> dict[str, RegionPlan]:
-    """The capacity plan of every region in `capacity`, in its order."""
+    """The capacity plan of every region in `capacity`, in its order; `side`: CPUs of the
+    side deployments per region (default: from configs/serve/local.yaml)."""
+    side = side_cpus() if side is None else side
     configs = {r.name: r for r in (region_configs or regions())}
     missing = sorted(set(capacity.regions) - set(configs))
     unplanned = sorted(set(configs) - set(capacity.regions))
@@ -150,8 +170,10 @@ def plan(
             failover = own + peak * largest_other * share / (1 - largest_other)
         min_replicas = math.ceil(own / per_replica - 1e-9)
         max_replicas = max(min_replicas, math.ceil(failover / per_replica - 1e-9))
-        min_pods = math.ceil(min_replicas / per_pod)
-        max_pods = math.ceil(max_replicas / per_pod)
+        schedulable = capacity.worker_pod.cpus - capacity.worker_pod.reserved_cpus
+        cpu = capacity.replica.cpus
+        min_pods = math.ceil((min_replicas * cpu + side) / schedulable - 1e-9)
+        max_pods = math.ceil((max_replicas * cpu + side) / schedulable - 1e-9)
         # pods needed to carry the own peak at full sustainable rps (no headroom left)
         needed = math.ceil(own / (capacity.replica.sustainable_rps * per_pod) - 1e-9)
         scale = failover / own if own else 1.0

@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from checkout_risk.capacity import CAPACITY, CapacityConfig, load_capacity, plan
+from checkout_risk.capacity import CAPACITY, CapacityConfig, load_capacity, plan, side_cpus
 from checkout_risk.cli import main
 from serve_graph.config import RegionConfig, regions
 
@@ -34,7 +34,7 @@ REGIONS = [
 
 
 def test_plan_matches_the_hand_computed_example() -> None:
-    p = plan(CapacityConfig.model_validate(SMALL), REGIONS)["a"]
+    p = plan(CapacityConfig.model_validate(SMALL), REGIONS, side=0)["a"]
     # own peak 500/s at 50 rps per replica (100 x 0.5): 10 replicas
     assert (p.peak_rps, p.min_replicas) == (500, 10)
     # b (0.3) fails: a takes 1000 x 0.3 x 0.5 / 0.7 = 214.3 more -> 714.3/s, 15 replicas
@@ -48,15 +48,26 @@ def test_plan_matches_the_hand_computed_example() -> None:
     assert p.redis_ops == pytest.approx(ops, abs=1) and p.redis_shards == 3
     # a sends to b and c: 714.3 x 2 entries/s at 300 per replicator
     assert p.replicators == 5
-    assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicators == 0
+    assert plan(CapacityConfig.model_validate(SMALL), REGIONS, side=0)["b"].replicators == 0
     # the default outbox (1,000,000 entries) lasts 2,000 s at a's 500/s; b has none
     assert p.outbox_retention_s == 2000
-    assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].outbox_retention_s is None
-    assert plan(CapacityConfig.model_validate(SMALL), REGIONS)["b"].replicated_in_rps == 700
+    assert (
+        plan(CapacityConfig.model_validate(SMALL), REGIONS, side=0)["b"].outbox_retention_s is None
+    )
+    assert plan(CapacityConfig.model_validate(SMALL), REGIONS, side=0)["b"].replicated_in_rps == 700
+
+
+def test_side_deployments_get_room_in_the_worker_pods() -> None:
+    # a's 15 replicas fill 5 pods of 3 exactly; 0.2 CPU of explainer and shadow needs a 6th
+    p = plan(CapacityConfig.model_validate(SMALL), REGIONS, side=0.2)["a"]
+    assert (p.min_worker_pods, p.max_worker_pods) == (4, 6)
+    assert side_cpus() > 0  # the committed serve config has side deployments
 
 
 def test_without_failover_headroom_max_equals_min() -> None:
-    plans = plan(CapacityConfig.model_validate(SMALL | {"failover_headroom": False}), REGIONS)
+    plans = plan(
+        CapacityConfig.model_validate(SMALL | {"failover_headroom": False}), REGIONS, side=0
+    )
     assert all(p.min_replicas == p.max_replicas for p in plans.values())
 
 
@@ -69,7 +80,8 @@ def test_survivors_cover_the_whole_peak_when_any_region_fails() -> None:
         assert survivors * per_replica >= cap.peak_qps
     for p in plans.values():
         assert p.min_replicas * per_replica >= p.peak_rps
-        assert p.max_worker_pods * p.replicas_per_pod >= p.max_replicas
+        schedulable = cap.worker_pod.cpus - cap.worker_pod.reserved_cpus
+        assert p.max_worker_pods * schedulable >= p.max_replicas * cap.replica.cpus + side_cpus()
 
 
 def test_the_committed_config_plans_every_region() -> None:

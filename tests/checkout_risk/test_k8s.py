@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from checkout_risk import k8s
-from checkout_risk.capacity import load_capacity, plan
+from checkout_risk.capacity import load_capacity, plan, side_cpus
 from checkout_risk.cli import main
 from serve_graph.config import regions
 
@@ -176,8 +176,10 @@ def test_clusters_autoscale_within_the_plan_with_guaranteed_resources() -> None:
             p.min_worker_pods,
             p.max_worker_pods,
         )
-        # the pods can hold the replicas the autoscaler may ask for
-        assert group["maxReplicas"] * p.replicas_per_pod >= p.max_replicas
+        # the pods can hold the replicas the autoscaler may ask for, and the side deployments
+        cpus_per_pod = float(group["rayStartParams"]["num-cpus"])
+        need = p.max_replicas * load_capacity().replica.cpus + side_cpus()
+        assert group["maxReplicas"] * cpus_per_pod >= need
         (worker,) = group["template"]["spec"]["containers"]
         assert worker["resources"]["requests"] == worker["resources"]["limits"]
         assert worker["readinessProbe"]["httpGet"]["port"] == 8000
