@@ -58,6 +58,7 @@ from feature_views.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 OUTBOX_SUFFIX = "repl:out"
+UNREAD_SCAN_LIMIT = 10_000
 
 # Every contract field the write script reads, and nothing else.
 REPLICATED_FIELDS: tuple[str, ...] = tuple(
@@ -233,20 +234,21 @@ class Replicator:
             )
 
     def pending(self) -> dict[str, int]:
-        """Entries not yet acknowledged by each destination (read or not)."""
+        """Entries each destination has not acknowledged: delivered but unacknowledged plus
+        not yet delivered (on Redis < 7, which does not track the latter, counted up to
+        UNREAD_SCAN_LIMIT so that a large backlog costs no large read)."""
         out = {}
         for g in self.source.xinfo_groups(self.stream):
             name = g["name"].decode().removeprefix("to:")
-            lag = g.get("lag")  # Redis >= 7
-            if lag is None:
-                lag = len(self._unread(g)) + int(g["pending"])
-            out[name] = int(lag)
+            unread = g.get("lag")  # Redis >= 7
+            if unread is None:
+                last = g["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else last
+                unread = len(
+                    self.source.xrange(self.stream, min=f"({last}", count=UNREAD_SCAN_LIMIT)
+                )
+            out[name] = int(unread) + int(g["pending"])
         return out
-
-    def _unread(self, group_info: dict) -> list:
-        last = group_info["last-delivered-id"]
-        last = last.decode() if isinstance(last, bytes) else last
-        return self.source.xrange(self.stream, min=f"({last}", count=1_000_000)
 
     def run(
         self,
