@@ -34,6 +34,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.simulator_throughput
 	$(PY) -m bench.feature_views
+	$(PY) -m bench.replication
 
 # open-loop load: single-process baseline vs fused vs graph, one run (~10 min)
 bench-serving: $(STAMP)

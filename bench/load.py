@@ -36,6 +36,8 @@ class StepResult:
     rungs: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     elapsed_s: float = 0.0
+    # per request: (due, seconds after the start), latency ms, status, rung ("" if none)
+    timeline: list[tuple[float, float, str, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms or [np.nan], dtype=float)
@@ -62,8 +64,12 @@ async def run_step(
     rate: float,
     duration_s: float,
     connections: int = 256,
+    on_answer: Callable[[dict[str, Any]], None] | None = None,
 ) -> StepResult:
-    """Offer `rate` requests/s for `duration_s` to ``{url}/v1/decisions``."""
+    """Offer `rate` requests/s for `duration_s` to ``{url}/v1/decisions``.
+
+    `on_answer` sees every decision received (the chaos tests count them against the log).
+    """
     import aiohttp
 
     result = StepResult(rate, duration_s)
@@ -71,6 +77,7 @@ async def run_step(
     headers = {"Content-Type": "application/json", "X-API-Key": key}
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    t0 = time.perf_counter() + 0.05
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(i: int, due: float) -> None:
@@ -83,18 +90,24 @@ async def run_step(
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 result.errors += 1
                 result.statuses["timeout/conn"] = result.statuses.get("timeout/conn", 0) + 1
+                result.timeline.append((due - t0, (time.perf_counter() - due) * 1000, "conn", ""))
                 return
-            result.latencies_ms.append((time.perf_counter() - due) * 1000)
+            latency = (time.perf_counter() - due) * 1000
+            result.latencies_ms.append(latency)
             result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
             if status != 200:
                 result.errors += 1
+                result.timeline.append((due - t0, latency, str(status), ""))
                 return
-            degraded = json.loads(payload).get("degraded")
+            answer = json.loads(payload)
+            degraded = answer.get("degraded")
             rung = str(degraded["rung"]) if degraded else "1"
             result.rungs[rung] = result.rungs.get(rung, 0) + 1
+            result.timeline.append((due - t0, latency, "200", rung))
+            if on_answer is not None:
+                on_answer(answer)
 
         tasks: list[asyncio.Task] = []
-        t0 = time.perf_counter() + 0.05
         i = 0
         while i < total:
             now = time.perf_counter()

@@ -621,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(sub)
     _add_cluster(sub)
     _add_serving(sub)
+    from checkout_risk.regions_cli import add_regions
+
+    add_regions(sub)
     return parser
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ray import serve
 
 from serve_graph.app import MicroBatcher, build_app
-from serve_graph.config import load_region
+from serve_graph.config import load_region, publish_outbox
 from serve_graph.pipeline import DecisionPipeline, region_store_url
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
@@ -159,6 +159,8 @@ class FeatureLookupDeployment:
             cfg.namespace,
             cfg.feature_timeout_ms,
             cfg.store_retry_after_s,
+            publish_outbox(cfg),
+            cfg.outbox_maxlen,
         )
         self.tracing = _tracing("FeatureLookupDeployment")
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from feature_views.contract import to_ms
 from feature_views.store import store_url
-from serve_graph.config import RegionConfig
+from serve_graph.config import RegionConfig, publish_outbox
 from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, adopt_abandoned, keyed_hash
 from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.policy import CHAMPION_POLICY
@@ -96,6 +96,8 @@ class DecisionPipeline:
             region.namespace,
             region.feature_timeout_ms,
             region.store_retry_after_s,
+            publish_outbox(region),
+            region.outbox_maxlen,
         )
         self.policy = stages.get("policy") or PolicyEngine(policy_path, shadow_policies)
         self.scorer = stages.get("scorer") or Scorer(registry or registry_root())
