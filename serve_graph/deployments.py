@@ -73,6 +73,7 @@ class _Ingress:
         global _REPLICA
         self.pipeline = pipeline
         region = pipeline.region
+        pipeline.warm_up()  # before the first health check passes: no cold first payments
         self.batcher = MicroBatcher(
             pipeline.decide, pipeline.after, region.max_batch, region.batch_wait_ms
         )

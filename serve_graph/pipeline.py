@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,55 @@ class DecisionPipeline:
 
     def _remote(self, stage: Any) -> bool:
         return bool(getattr(stage, "remote", False))
+
+    def warm_up(self) -> dict[str, float]:
+        """Run every local stage once on a synthetic attempt before taking traffic.
+
+        The first Redis connection, CatBoost's first prediction on each model and the first
+        SHAP call cost tens to hundreds of milliseconds; paid by real payments they would
+        blow the budget right after every deploy or restart. Nothing is written: no feature
+        update, no log record. Best effort: a stage that cannot warm up now (the store is
+        down) simply warms up on its first real batch. Returns the ms each step took.
+        """
+        from feature_views.contract import PaymentAttempt
+
+        took: dict[str, float] = {}
+        rec = PaymentAttempt.model_validate(
+            {
+                "transaction_id": f"warm-up-{uuid.uuid4().hex}",
+                "event_time": datetime.now(timezone.utc).isoformat(),
+                "card_id": "warm-up-card",
+                "merchant_id": "warm-up-merchant",
+                "amount": 10.0,
+                "region": self.region.name,
+            }
+        ).to_record()
+
+        def step(name: str, fn: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - warming is best effort
+                return None
+            finally:
+                took[name] = round((time.monotonic() - t0) * 1000, 2)
+
+        if self._remote(self.features):
+            return took  # the graph's stages warm themselves in their own replicas
+        fetched = step("features", lambda: self.features.lookup([rec], [rec["transaction_id"]]))
+        fallback_row = FeatureLookup.request_only([rec])[0]
+        row = dict(fetched.vectors[0].values) if fetched and fetched.vectors else fallback_row
+        for r in (row, fallback_row):
+            for f in LIST_FIELDS:
+                r.setdefault(f, rec.get(f))
+            r.setdefault("amount_usd", rec["amount_usd"])
+            r.setdefault("region", rec.get("region"))
+        step("policy", lambda: self.policy.evaluate([row]))
+        step("score", lambda: self.scorer.score([row], False))
+        step("score_fallback", lambda: self.scorer.score([fallback_row], True))
+        if not self._remote(self.explainer):
+            step("explain", lambda: self.explainer.explain([row], False, self.region.explain_top))
+        return took
 
     # ---- the hot path -------------------------------------------------------------------
     def decide(

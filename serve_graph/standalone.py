@@ -38,6 +38,7 @@ def create_app(
     pipeline = DecisionPipeline(
         config, Path(registry) if registry else None, log_dir=Path(log_dir) if log_dir else None
     )
+    pipeline.warm_up()
     batcher = MicroBatcher(pipeline.decide, pipeline.after, config.max_batch, config.batch_wait_ms)
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:

@@ -76,3 +76,15 @@ def test_policy_edits_apply_without_a_restart(tmp_path) -> None:
     path.write_text("rules: [this is not a policy")  # a broken edit keeps the last good one
     time.sleep(1.1)
     assert engine.version == "champion-2026.11.2"
+
+
+def test_warm_up_exercises_every_stage_and_writes_nothing(pipeline) -> None:
+    from feature_views.store import connect
+    from serve_graph.decision_log import iter_records
+
+    redis = connect(pipeline.features.url, timeout_s=5)
+    before = redis.dbsize()
+    took = pipeline.warm_up()
+    assert {"features", "policy", "score", "score_fallback", "explain"} <= set(took)
+    assert redis.dbsize() == before
+    assert list(iter_records(pipeline.log_root)) == []
