@@ -27,7 +27,7 @@ from ray import serve
 
 from serve_graph.app import MicroBatcher, build_app
 from serve_graph.config import load_region, publish_outbox
-from serve_graph.pipeline import DecisionPipeline, region_store_url
+from serve_graph.pipeline import BATCH_DEADLINE, DecisionPipeline, region_store_url
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
 from serve_graph.telemetry import Tracing, current_carriers
@@ -250,8 +250,12 @@ class _Remote:
         if _Remote.loop is None:
             raise RuntimeError("no serving event loop yet")
         future = asyncio.run_coroutine_threadsafe(run(), _Remote.loop)
+        timeout = self.timeout_s
+        deadline = BATCH_DEADLINE.get()
+        if deadline is not None:  # on the hot path: no longer than the batch has left
+            timeout = max(0.001, min(timeout, deadline - time.monotonic()))
         try:
-            return future.result(timeout=self.timeout_s)
+            return future.result(timeout=timeout)
         except BaseException:
             future.cancel()
             raise

@@ -22,6 +22,7 @@ off rung 1 carries its rung and reason; recovery is automatic.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 import uuid
@@ -50,6 +51,12 @@ from serve_graph.telemetry import BatchTrace, DecisionMetrics, Tracing
 from trainers.registry import registry_root
 
 LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_id")
+
+# The monotonic deadline of the batch being decided in this thread: a stage in another
+# deployment may use what is left of it and no more (a hung hop must not outlast the budget)
+BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "checkout_risk_batch_deadline", default=None
+)
 
 
 def region_store_url(region: RegionConfig, url: str | None = None) -> str:
@@ -188,9 +195,11 @@ class DecisionPipeline:
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
         trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
+        token = BATCH_DEADLINE.set(deadline)
         try:
             return self._decide_batch(records, arrived, deadline, trace)
         finally:
+            BATCH_DEADLINE.reset(token)
             trace.close()
 
     def _decide_batch(

@@ -134,7 +134,10 @@ def test_redis_killed_mid_load_then_restarted(chaos, request) -> None:
     )
     assert s["errors"] == 0, s
     assert s["max_ms"] <= BUDGET_MS, s
-    down = [(round(t, 2), r) for t, _, st, r in result.timeline if kill_at + 0.5 < t < restart_at]
+    # (the fault threads start a little before the load's clock: keep clear of the edges)
+    down = [
+        (round(t, 2), r) for t, _, st, r in result.timeline if kill_at + 0.5 < t < restart_at - 0.3
+    ]
     assert down and all(r in ("3", "4") for _, r in down), [x for x in down if x[1] not in "34"]
     back = [r for t, _, st, r in result.timeline if t > restart_at + 3.0]
     assert back and all(r == "1" for r in back[-20:]), back[-20:]  # full path came back
@@ -151,7 +154,7 @@ def test_scorer_replica_killed(chaos, request) -> None:
     result = _load(f"{BASE}/chaos-graph", chaos["attempts"], "scorer-kill", rate, seconds)
     s = _row("graph Scorer replica SIGKILLed", rate, seconds, result)
     assert s["errors"] == 0, s
-    assert s["max_ms"] <= BUDGET_MS * 2, s  # handle timeouts bound the wait
+    assert s["max_ms"] <= BUDGET_MS, s  # a hung hop gets what is left of the budget, no more
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         pids = replica_pids("chaos-graph", "ScorerDeployment")
@@ -228,9 +231,9 @@ def test_serving_process_sigkilled_mid_load_loses_no_received_decision(chaos, re
     seconds = 30.0 if _long(request) else 10.0
     rate = 40.0
     received: list[str] = []
-    (victim,) = replica_pids("chaos-us", "FusedDecider")
+    victims = replica_pids("chaos-us", "FusedDecider")
     _warm(f"{BASE}/chaos-us", chaos["attempts"])
-    _after(seconds * 0.4, lambda: os.kill(victim, signal.SIGKILL))
+    _after(seconds * 0.4, lambda: [os.kill(v, signal.SIGKILL) for v in victims])
     result = _load(
         f"{BASE}/chaos-us",
         chaos["attempts"],
@@ -242,7 +245,7 @@ def test_serving_process_sigkilled_mid_load_loses_no_received_decision(chaos, re
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         pids = replica_pids("chaos-us", "FusedDecider")
-        if pids and victim not in pids:
+        if pids and not set(victims) & set(pids):
             break
         time.sleep(1)
     wait_ready(f"{BASE}/chaos-us", dev_key(), 120)  # the new replica adopted the old stream
