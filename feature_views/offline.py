@@ -15,14 +15,16 @@ and each entity's first/last attempt time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from feature_views.contract import FRAUD_LABEL_KINDS
+from feature_views.contract import FRAUD_LABEL_KINDS, attempts_table
 from feature_views.definitions import (
     ACTIVITY_VIEWS,
     BUCKETED_VIEWS,
@@ -92,8 +94,9 @@ class _Codes:
 
     Sorting and grouping integers is an order of magnitude cheaper than strings, and
     stable codes let carried history stay encoded between partitions. Each partition is
-    factorised on its own (a small hash table); only its distinct values touch the
-    dictionary of everything seen so far.
+    factorised on its own (Arrow's or pandas' hash table); only its distinct values touch
+    the dictionary of everything seen so far, through C-level ``map``/``update`` calls
+    rather than a Python loop.
     """
 
     def __init__(self) -> None:
@@ -102,15 +105,23 @@ class _Codes:
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Codes for `values` (None/NaN -> -1), adding unseen values."""
         local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        return self.codes_of(uniques.tolist())[local]
+
+    def codes_of(self, uniques: list[str]) -> np.ndarray:
+        """Code of each of the distinct `uniques`, adding unseen ones; then -1 in a last
+        slot, so factorised indices with -1 for missing pick -1 (``codes_of(u)[indices]``).
+        """
         index = self.index
-        mapped = np.empty(len(uniques) + 1, dtype=np.int64)
-        for i, value in enumerate(uniques):
-            code = index.get(value)
-            if code is None:
-                code = index[value] = len(index)
-            mapped[i] = code
-        mapped[-1] = -1  # factorize's NA sentinel (-1) picks the last slot
-        return mapped[local]
+        n = len(uniques)
+        mapped = np.empty(n + 1, dtype=np.int64)
+        mapped[:n] = np.fromiter(map(index.get, uniques, itertools.repeat(-1)), np.int64, n)
+        mapped[n] = -1
+        unseen = np.flatnonzero(mapped[:n] < 0)
+        if len(unseen):
+            start = len(index)
+            index.update(zip(map(uniques.__getitem__, unseen.tolist()), itertools.count(start)))
+            mapped[unseen] = np.arange(start, start + len(unseen))
+        return mapped
 
     def __len__(self) -> int:
         return len(self.index)
@@ -251,12 +262,9 @@ def _composite(ts: np.ndarray, extra: np.ndarray | None = None) -> tuple[int, in
 # ---------------------------------------------------------------------------------------
 
 
-def _activity(
-    view: ActivityView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> dict[str, np.ndarray]:
-    """Features of `view` for every row of `part` (time-ordered); updates the history."""
-    t = part["event_ms"].to_numpy(dtype=np.int64)
-    cents = part["amount_cents"].to_numpy(dtype=np.int64)
+def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    """Features of `view` for every row of `batch` (time-ordered); updates the history."""
+    t, cents, codes = batch.event_ms, batch.amount_cents, batch.codes
     q_codes = codes[view.entity.key]
     valid = q_codes >= 0
     fresh = {"code": q_codes[valid], "ts": t[valid], "cents": cents[valid]}
@@ -414,18 +422,16 @@ def _window_sums(
     return out
 
 
-def _bucketed(
-    view: BucketedView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> dict[str, np.ndarray]:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
-    q_codes = codes[view.entity.key]
+def _bucketed(view: BucketedView, batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    t = batch.event_ms
+    q_codes = batch.codes[view.entity.key]
     valid = q_codes >= 0
     bucket_ms = ms(view.bucket)
     bucket = t // bucket_ms
     fresh = {
         "key": (q_codes[valid] << BUCKET_BITS) + bucket[valid],
         "count": np.ones(int(valid.sum()), dtype=np.int64),
-        "cents": part["amount_cents"].to_numpy(dtype=np.int64)[valid],
+        "cents": batch.amount_cents[valid],
     }
     table = _merge_buckets(state.buckets.get(view.name), fresh)
     out: dict[str, np.ndarray] = {}
@@ -461,24 +467,15 @@ def _bucketed(
     return out
 
 
-def _label_stats(
-    part: pd.DataFrame,
-    codes: dict[str | None, np.ndarray],
-    new_labels: pd.DataFrame,
-    state: OfflineState,
-) -> dict[str, np.ndarray]:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
+def _label_stats(batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    t = batch.event_ms
     day = t // DAY_MS
     window_days = max(ms(v.window) for v in LABEL_RATES) // DAY_MS
-    label_day = new_labels["label_ms"].to_numpy(dtype=np.int64) // DAY_MS
+    label_day = batch.label_ms // DAY_MS
     counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for e in LABEL_ENTITIES:
-        q_codes = codes[e.key]
-        lab_codes = (
-            np.zeros(len(new_labels), dtype=np.int64)
-            if e.key is None
-            else state.encode(e.key, new_labels[e.key].to_numpy())
-        )
+        q_codes = batch.codes[e.key]
+        lab_codes = batch.label_codes[e.key]
         fresh = {
             "key": np.concatenate(
                 [(q_codes << BUCKET_BITS) + day, (lab_codes << BUCKET_BITS) + label_day]
@@ -526,6 +523,101 @@ ENCODED_COLUMNS = tuple(
 )
 
 
+@dataclasses.dataclass
+class _Batch:
+    """One time-ordered partition decoded for the views (see :func:`_decode`)."""
+
+    event_ms: np.ndarray  # int64 UTC ms, ascending
+    amount_cents: np.ndarray
+    codes: dict[str | None, np.ndarray]  # contract column -> stable codes (-1: none)
+    request: dict[str, np.ndarray]  # request_features' inputs, but the merchant view's age
+    label_ms: np.ndarray  # fraud labels newly known by the end of this partition
+    label_codes: dict[str | None, np.ndarray]
+    transaction_id: np.ndarray
+    event_time: pd.Series
+
+
+def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _Batch:
+    """Integer codes and numpy columns for a sorted contract-form partition.
+
+    Assigns codes, so partitions must be decoded one at a time and in time order; the
+    views then need nothing else from the table. Each string column is dictionary-encoded
+    once by Arrow: its codes come from the distinct values alone, and the request-time
+    inputs are the distinct values (as Python strings) taken by index.
+    """
+    event_ms = table.column("event_time").cast(pa.int64()).to_numpy()
+    if state.max_event_ms is not None and len(event_ms) and event_ms[0] < state.max_event_ms:
+        raise ValueError(
+            "partitions must be given in time order without overlap "
+            f"(partition starts at {int(event_ms[0])} ms, earlier ones reached "
+            f"{state.max_event_ms} ms)"
+        )
+    state.max_event_ms = int(event_ms[-1])
+    encoded: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    def dictionary(column: str) -> tuple[np.ndarray, list[str]]:
+        if column not in encoded:
+            enc = table.column(column).combine_chunks().dictionary_encode()
+            indices = enc.indices.fill_null(-1).to_numpy()
+            encoded[column] = (indices, enc.dictionary.to_pylist())
+        return encoded[column]
+
+    codes: dict[str | None, np.ndarray] = {
+        c: state.codes.setdefault(c, _Codes()).codes_of(dictionary(c)[1])[dictionary(c)[0]]
+        for c in ENCODED_COLUMNS
+    }
+    codes[None] = np.zeros(len(event_ms), dtype=np.int64)
+    label_codes: dict[str | None, np.ndarray] = {
+        e.key: (
+            np.zeros(len(new_labels), dtype=np.int64)
+            if e.key is None
+            else state.encode(e.key, new_labels[e.key].to_numpy())
+        )
+        for e in LABEL_ENTITIES
+    }
+    request: dict[str, np.ndarray] = {}
+    for c in STRING_INPUTS:
+        indices, uniques = dictionary(c)
+        request[c] = np.array([*uniques, None], dtype=object)[indices]
+    amount_usd = table.column("amount_usd").to_numpy()
+    request["event_ms"] = event_ms
+    request["amount_usd"] = amount_usd
+    created = table.column("merchant_created_at").cast(pa.int64()).fill_null(-1)
+    request["merchant_created_ms"] = created.to_numpy()
+    return _Batch(
+        event_ms=event_ms,
+        amount_cents=amount_cents(amount_usd),
+        codes=codes,
+        request=request,
+        label_ms=new_labels["label_ms"].to_numpy(dtype=np.int64),
+        label_codes=label_codes,
+        transaction_id=table.column("transaction_id").to_numpy(),
+        event_time=table.column("event_time").to_pandas(),
+    )
+
+
+def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
+    """Feature vectors for one decoded partition; advances `state` in place."""
+    # Views are independent given the codes, and their heavy lifting (sorts, searches,
+    # bincounts) runs in numpy without the GIL: two threads keep both cores busy.
+    jobs = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
+    jobs += [lambda v=v: _bucketed(v, batch, state) for v in BUCKETED_VIEWS]
+    jobs.append(lambda: _label_stats(batch, state))
+    features: dict[str, np.ndarray] = {}
+    for result in _POOL.map(lambda job: job(), jobs):
+        features.update(result)
+    seen = {"merchant_seen_seconds": features["merchant_seen_seconds"]}
+    features.update(request_features(batch.request | seen))
+    _advance_timelines(batch, state)
+    return pd.DataFrame(
+        {
+            "transaction_id": batch.transaction_id,
+            "event_time": batch.event_time,
+            **{name: features[name] for name in FEATURE_NAMES},
+        }
+    )
+
+
 def compute_partition(
     part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineState
 ) -> pd.DataFrame:
@@ -535,46 +627,17 @@ def compute_partition(
     :func:`fraud_labels`) not yet given to earlier partitions with label_time before the
     end of this partition.
     """
+    from feature_views.tables import sort_attempts
+
     if part.empty:
         return pd.DataFrame(columns=["transaction_id", "event_time", *FEATURE_NAMES])
-    part = prepare(part).sort_values(
-        ["event_ms", "transaction_id"], kind="stable", ignore_index=True
-    )
-    t_min = int(part["event_ms"].iloc[0])
-    if state.max_event_ms is not None and t_min < state.max_event_ms:
-        raise ValueError(
-            "partitions must be given in time order without overlap "
-            f"(partition starts at {t_min} ms, earlier ones reached "
-            f"{state.max_event_ms} ms)"
-        )
-    codes: dict[str | None, np.ndarray] = {
-        c: state.encode(c, part[c].to_numpy()) for c in ENCODED_COLUMNS
-    }
-    codes[None] = np.zeros(len(part), dtype=np.int64)
-    # Views are independent given the codes, and their heavy lifting (sorts, searches,
-    # bincounts) runs in numpy without the GIL: two threads keep both cores busy.
-    jobs = [lambda v=v: _activity(v, part, codes, state) for v in ACTIVITY_VIEWS]
-    jobs += [lambda v=v: _bucketed(v, part, codes, state) for v in BUCKETED_VIEWS]
-    jobs.append(lambda: _label_stats(part, codes, new_labels, state))
-    features: dict[str, np.ndarray] = {}
-    for result in _POOL.map(lambda job: job(), jobs):
-        features.update(result)
-    features.update(request_features(request_columns(part, features["merchant_seen_seconds"])))
-    _advance_timelines(part, codes, state)
-    state.max_event_ms = int(part["event_ms"].iloc[-1])
-    frame = pd.DataFrame(
-        {"transaction_id": part["transaction_id"], "event_time": part["event_time"]}
-    )
-    vector = pd.DataFrame({name: features[name] for name in FEATURE_NAMES})
-    return pd.concat([frame, vector], axis=1)
+    return _compute(_decode(sort_attempts(attempts_table(part)), new_labels, state), state)
 
 
-def _advance_timelines(
-    part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> None:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
+def _advance_timelines(batch: _Batch, state: OfflineState) -> None:
+    t = batch.event_ms
     for view in TIMELINE_VIEWS:
-        q = codes[view.entity.key]
+        q = batch.codes[view.entity.key]
         valid = q >= 0
         size = len(state.codes[view.entity.key])
         first = state.first_ms.get(view.name, np.empty(0, dtype=np.int64))
@@ -594,27 +657,43 @@ def compute_features(attempts: pd.DataFrame, labels: pd.DataFrame | None = None)
 
     Rows come back in (event_time, transaction_id) order.
     """
+    from feature_views.tables import sort_attempts, split_days
+
     keys = attempts[["transaction_id", *[c for c in LABEL_KEY_COLUMNS]]]
     lab = fraud_labels(labels if labels is not None else _empty_labels(), keys)
-    attempts = attempts.sort_values(["event_time", "transaction_id"], kind="stable")
-    day = attempts["event_time"].dt.floor("D")
-    return pd.concat(
-        list(_stream((g.reset_index(drop=True) for _, g in attempts.groupby(day, sort=True)), lab)),
-        ignore_index=True,
-    )
+    days = split_days(sort_attempts(attempts_table(attempts)))
+    return pd.concat(list(_stream(days, lab)), ignore_index=True)
 
 
-def _stream(parts: Iterator[pd.DataFrame], lab: pd.DataFrame) -> Iterator[pd.DataFrame]:
+def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """Feature vectors per time-ordered partition, decoding the next while computing this.
+
+    A reader thread reads, normalises and decodes partition N+1 (Parquet decoding and
+    Arrow kernels release the GIL) while the views of partition N run, so at most three
+    partitions are in memory at once.
+    """
     state = OfflineState()
     label_ms = lab["label_ms"].to_numpy(dtype=np.int64)
+    source = iter(tables)
     taken = 0
-    for part in parts:
-        if part.empty:
-            continue
-        end = int(part["event_time"].astype("int64").max())
-        upto = int(np.searchsorted(label_ms, end, side="right"))
-        yield compute_partition(part, lab.iloc[taken:upto], state)
-        taken = upto
+
+    def next_batch() -> _Batch | None:
+        nonlocal taken
+        for table in source:
+            if not table.num_rows:
+                continue
+            end = int(table.column("event_time").cast(pa.int64())[-1].as_py())
+            upto = int(np.searchsorted(label_ms, end, side="right"))
+            batch = _decode(table, lab.iloc[taken:upto], state)
+            taken = upto
+            return batch
+        return None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-views-read") as reader:
+        pending = reader.submit(next_batch)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(next_batch)
+            yield _compute(batch, state)
 
 
 def _empty_labels() -> pd.DataFrame:
@@ -633,10 +712,10 @@ def iter_features(events: str | Path, labels: str | Path | None = None) -> Itera
     Memory is bounded by one partition plus the carried state, so this runs over tables
     larger than memory when they are date-partitioned.
     """
-    from feature_views.tables import iter_attempt_partitions, read_labels
+    from feature_views.tables import iter_attempt_tables, read_labels
 
     lab = read_labels(labels)
-    yield from _stream(iter_attempt_partitions(events), table_fraud_labels(events, lab))
+    yield from _stream(iter_attempt_tables(events), table_fraud_labels(events, lab))
 
 
 def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame:
