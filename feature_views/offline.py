@@ -15,7 +15,6 @@ and each entity's first/last attempt time.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feature_views.contract import FRAUD_LABEL_KINDS, attempts_table
 from feature_views.definitions import (
@@ -89,42 +89,118 @@ def fraud_labels(labels: pd.DataFrame, attempts_keys: pd.DataFrame) -> pd.DataFr
     return joined
 
 
+_POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64)]  # 31 ** i modulo 2**64
+
+
+def _powers(n: int) -> np.ndarray:
+    if len(_POWERS[0]) < n:
+        factors = np.full(2 * n, 31, dtype=np.uint64)
+        factors[0] = 1
+        _POWERS[0] = np.cumprod(factors)  # wraps modulo 2**64, as intended
+    return _POWERS[0]
+
+
+def _string_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash of every string of a null-free Arrow string array, from its buffers.
+
+    Vectorised over the bytes (no Python string is created): a polynomial over the bytes,
+    mixed with the length and finished with splitmix64. Not collision-free; callers verify.
+    """
+    n = len(values)
+    offsets = np.frombuffer(
+        values.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * values.offset
+    )
+    offsets = offsets.astype(np.int64)
+    lengths = np.diff(offsets)
+    h = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    if offsets[-1] > offsets[0]:
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        starts = offsets[:-1] - offsets[0]
+        owner_start = np.repeat(starts, lengths)
+        position = np.arange(len(data), dtype=np.int64) - owner_start
+        terms = (data.astype(np.uint64) + np.uint64(1)) * _powers(int(lengths.max()))[position]
+        nonempty = lengths > 0
+        h[nonempty] += np.add.reduceat(terms, starts[nonempty])
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+_STORED = pa.large_string()  # 64-bit offsets: all values ever seen may exceed 2 GB
+
+
 class _Codes:
     """Stable integer codes for one column's string values, across partitions.
 
     Sorting and grouping integers is an order of magnitude cheaper than strings, and
     stable codes let carried history stay encoded between partitions. Each partition is
-    factorised on its own (Arrow's or pandas' hash table); only its distinct values touch
-    the dictionary of everything seen so far, through C-level ``map``/``update`` calls
-    rather than a Python loop.
+    dictionary-encoded by Arrow; only its distinct values are then looked up among
+    everything seen so far, by 64-bit hash in a sorted array (vectorised, no Python
+    strings). Every hash hit is verified against the stored value, so a collision never
+    merges two keys: the rare value whose hash is taken gets its own code through a
+    small dictionary.
     """
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
+        self.hashes = np.empty(0, dtype=np.uint64)  # sorted
+        self.hash_codes = np.empty(0, dtype=np.int64)  # the code registered under each hash
+        self.values: list[pa.Array] = []  # the value of every code, in code order
+        self.overflow: dict[str, int] = {}  # values whose hash belongs to another value
+        self.size = 0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Codes for `values` (None/NaN -> -1), adding unseen values."""
-        local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
-        return self.codes_of(uniques.tolist())[local]
+        encoded = pa.array(values, type=pa.string(), from_pandas=True).dictionary_encode()
+        return self.codes_of(encoded.dictionary)[encoded.indices.fill_null(-1).to_numpy()]
 
-    def codes_of(self, uniques: list[str]) -> np.ndarray:
-        """Code of each of the distinct `uniques`, adding unseen ones; then -1 in a last
-        slot, so factorised indices with -1 for missing pick -1 (``codes_of(u)[indices]``).
+    def codes_of(self, uniques: pa.Array) -> np.ndarray:
+        """Code of each of the distinct, null-free `uniques`, adding unseen ones; then -1 in
+        a last slot, so dictionary indices with -1 for missing pick -1.
         """
-        index = self.index
         n = len(uniques)
-        mapped = np.empty(n + 1, dtype=np.int64)
-        mapped[:n] = np.fromiter(map(index.get, uniques, itertools.repeat(-1)), np.int64, n)
-        mapped[n] = -1
-        unseen = np.flatnonzero(mapped[:n] < 0)
-        if len(unseen):
-            start = len(index)
-            index.update(zip(map(uniques.__getitem__, unseen.tolist()), itertools.count(start)))
-            mapped[unseen] = np.arange(start, start + len(unseen))
-        return mapped
+        codes = np.full(n + 1, -1, dtype=np.int64)
+        h = _string_hashes(uniques)
+        clash = np.zeros(n, dtype=bool)
+        found = np.zeros(n, dtype=bool)
+        if len(self.hashes):
+            at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            found = self.hashes[at] == h
+            if found.any():
+                hit = np.flatnonzero(found)
+                known = pa.chunked_array(self.values, _STORED).take(self.hash_codes[at[hit]])
+                mine = uniques.take(hit).cast(_STORED)
+                same = pc.equal(known, mine).to_numpy(zero_copy_only=False)
+                codes[hit[same]] = self.hash_codes[at[hit[same]]]
+                clash[hit[~same]] = True
+        unseen = np.flatnonzero(~found)
+        new_hashes, first = np.unique(h[unseen], return_index=True)
+        register = unseen[first]
+        clash[unseen] = True  # a second value with one of these new hashes clashes ...
+        clash[register] = False  # ... while the first registers it
+        if len(register):
+            fresh = np.arange(self.size, self.size + len(register))
+            codes[register] = fresh
+            self.size += len(register)
+            self.values.append(uniques.take(register).cast(_STORED))
+            where = np.searchsorted(self.hashes, new_hashes)
+            self.hashes = np.insert(self.hashes, where, new_hashes)
+            self.hash_codes = np.insert(self.hash_codes, where, fresh)
+        for i in np.flatnonzero(clash).tolist():  # 64-bit collisions: practically never
+            value = uniques[i].as_py()
+            if value not in self.overflow:
+                self.overflow[value] = self.size
+                self.size += 1
+                self.values.append(pa.array([value], _STORED))
+            codes[i] = self.overflow[value]
+        if len(self.values) > 64:  # keep lookups of stored values cheap
+            self.values = [pa.concat_arrays(self.values)]
+        return codes
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.size
 
 
 @dataclasses.dataclass
@@ -174,9 +250,15 @@ class _Timeline:
     first_ms: np.ndarray  # first attempt strictly before t (-1 if none)
 
 
-def _search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """np.searchsorted(..., side='left') with needles sorted first: far fewer cache misses."""
-    order = np.argsort(needles, kind="stable")
+def _search(
+    haystack: np.ndarray, needles: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """np.searchsorted(..., side='left') with needles sorted first: far fewer cache misses.
+
+    `order` (an argsort of needles, or of needles shifted by a constant) saves the sort.
+    """
+    if order is None:
+        order = np.argsort(needles, kind="stable")
     found = np.empty(len(needles), dtype=np.int64)
     found[order] = np.searchsorted(haystack, needles[order], side="left")
     return found
@@ -200,16 +282,18 @@ def _timeline(
     q_ts: np.ndarray,
     state: OfflineState,
     view_name: str,
+    q_order: np.ndarray,
 ) -> _Timeline:
     """prev/first attempt strictly before each query, from `ref` plus carried state.
 
     `comp` is the sorted composite (code * span + ts - base) of the reference attempts;
-    anything older than the reference comes from the carried first/last arrays.
+    anything older than the reference comes from the carried first/last arrays. `q_order`
+    sorts the queries by (code, time), hence also by code.
     """
     valid = q_codes >= 0
     q_comp = q_codes * span + (q_ts - base)
-    hi = _search(comp, q_comp)
-    start = _search(comp, q_codes * span)
+    hi = _search(comp, q_comp, q_order)
+    start = _search(comp, q_codes * span, q_order)
     has_prev = valid & (hi > start)
     safe = max(len(ref_ts) - 1, 0)
     prev = np.where(has_prev, ref_ts[np.clip(hi - 1, 0, safe)] if len(ref_ts) else -1, -1)
@@ -267,26 +351,46 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     t, cents, codes = batch.event_ms, batch.amount_cents, batch.codes
     q_codes = codes[view.entity.key]
     valid = q_codes >= 0
-    fresh = {"code": q_codes[valid], "ts": t[valid], "cents": cents[valid]}
+    # fresh rows in (code, time, transaction) order: t is ascending, the sort stable
+    fresh_rows = np.flatnonzero(valid)
+    fresh_rows = fresh_rows[np.argsort(q_codes[fresh_rows], kind="stable")]
+    fresh = {"code": q_codes[fresh_rows], "ts": t[fresh_rows], "cents": cents[fresh_rows]}
     for c in view.columns:
-        fresh[c] = codes[c][valid]
-    carry = state.history.get(view.name)
-    if carry is None:
-        ref, history = fresh, fresh
-    else:
-        # only the history of entities present in this partition matters to it
-        present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
-        present[fresh["code"]] = True
-        relevant = present[carry["code"]]
-        ref = {k: np.concatenate([carry[k][relevant], fresh[k]]) for k in fresh}
-        history = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
-    # history is time-ordered (carry older than every fresh row, fresh sorted by time and
-    # transaction): a stable sort by code alone yields (code, time, transaction) order.
-    order = np.argsort(ref["code"], kind="stable")
-    ref = {k: v[order] for k, v in ref.items()}
+        fresh[c] = codes[c][fresh_rows]
     horizon = ms(view.horizon)
-    base, span = _composite(ref["ts"], t - horizon)
-    comp = ref["code"] * span + (ref["ts"] - base)
+    carry = state.history.get(view.name)
+    # The carried history is kept in (code, time, transaction) order, so this partition's
+    # rows merge into it in linear time instead of re-sorting all of it.
+    # composite keys code * span + (ts - base) cover the history and every window start
+    oldest = int(t.min()) - horizon
+    if carry is not None and len(carry["ts"]):
+        oldest = min(oldest, int(carry["ts"].min()))
+    base = oldest - 1
+    span = int(t.max()) - base + 1
+    fresh_comp = fresh["code"] * span + (fresh["ts"] - base)
+    if carry is None or not len(carry["code"]):
+        history, comp_all = fresh, fresh_comp
+    else:
+        carry_comp = carry["code"] * span + (carry["ts"] - base)
+        # equal keys: carried (older) rows first, as they happened
+        at = np.searchsorted(carry_comp, fresh_comp, side="right") + np.arange(len(fresh_comp))
+        from_carry = np.ones(len(carry_comp) + len(fresh_comp), dtype=bool)
+        from_carry[at] = False
+        history = {}
+        for k in fresh:
+            merged = np.empty(len(from_carry), dtype=fresh[k].dtype)
+            merged[at] = fresh[k]
+            merged[from_carry] = carry[k]
+            history[k] = merged
+        comp_all = np.empty(len(from_carry), dtype=np.int64)
+        comp_all[at] = fresh_comp
+        comp_all[from_carry] = carry_comp
+    # only the history of entities present in this partition matters to it
+    present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
+    present[fresh["code"]] = True
+    relevant = present[history["code"]]
+    ref = {k: v[relevant] for k, v in history.items()}
+    comp = comp_all[relevant]
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
     # searching with sorted needles lets numpy narrow each search from the previous one
     q_order = np.argsort(q_comp, kind="stable")
@@ -313,13 +417,13 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     for window, aggs in lag_windows.items():
         lo = search(window)
         out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
-    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name)
+    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    first_kept = int(np.searchsorted(history["ts"], int(t.max()) - horizon, side="left"))
-    state.history[view.name] = {k: v[first_kept:] for k, v in history.items()}
+    kept = history["ts"] >= int(t.max()) - horizon
+    state.history[view.name] = {k: v[kept] for k, v in history.items()}
     return out
 
 
@@ -397,24 +501,43 @@ def _aggregate(keys: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, np.
 def _merge_buckets(
     carry: dict[str, np.ndarray] | None, fresh: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
+    """The carried table (sorted, unique keys) plus this partition's rows, still sorted.
+
+    Only the partition is aggregated (sorted); it then merges into the carried table in
+    linear time, so the cost per partition does not grow with a sort of the whole table.
+    """
+    new = _aggregate(fresh["key"], {k: v for k, v in fresh.items() if k != "key"})
     if carry is None or not len(carry["key"]):
-        return _aggregate(fresh["key"], {k: v for k, v in fresh.items() if k != "key"})
-    joined = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
-    return _aggregate(joined["key"], {k: v for k, v in joined.items() if k != "key"})
+        return new
+    pos = np.searchsorted(carry["key"], new["key"])
+    hit = carry["key"][np.minimum(pos, len(carry["key"]) - 1)] == new["key"]
+    out = {}
+    for k, v in carry.items():
+        if k == "key":
+            out[k] = np.insert(v, pos[~hit], new[k][~hit])
+        else:
+            merged = v.copy()
+            merged[pos[hit]] += new[k][hit]
+            out[k] = np.insert(merged, pos[~hit], new[k][~hit])
+    return out
 
 
 def _window_sums(
     table: dict[str, np.ndarray],
     q_codes: np.ndarray,
-    lo_bucket: np.ndarray,
-    hi_bucket: np.ndarray,
+    bucket: np.ndarray,
+    window: int,
     columns: tuple[str, ...],
+    q_order: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Per query: sum of columns over buckets lo_bucket <= b < hi_bucket of its code."""
+    """Per query: sum of columns over the `window` buckets of its code before `bucket`.
+
+    `q_order` sorts (code, bucket) keys of the queries (-1 codes counted as 0).
+    """
     valid = q_codes >= 0
-    base = np.where(valid, q_codes, 0) << BUCKET_BITS
-    lo = _search(table["key"], base + lo_bucket)
-    hi = _search(table["key"], base + hi_bucket)
+    key = (np.where(valid, q_codes, 0) << BUCKET_BITS) + bucket
+    lo = _search(table["key"], key - window, q_order)
+    hi = _search(table["key"], key, q_order)
     out = {}
     for c in columns:
         cum = np.concatenate([[0], np.cumsum(table[c])])
@@ -434,12 +557,14 @@ def _bucketed(view: BucketedView, batch: _Batch, state: OfflineState) -> dict[st
         "cents": batch.amount_cents[valid],
     }
     table = _merge_buckets(state.buckets.get(view.name), fresh)
+    # t ascending: a stable sort by code orders the (code, bucket) and (code, t) keys
+    q_order = np.argsort(np.where(valid, q_codes, 0), kind="stable")
     out: dict[str, np.ndarray] = {}
     for a in view.features:
         if a.window is None:
             continue
         sums = _window_sums(
-            table, q_codes, bucket - ms(a.window) // bucket_ms, bucket, ("count", "cents")
+            table, q_codes, bucket, ms(a.window) // bucket_ms, ("count", "cents"), q_order
         )
         if a.kind == "count":
             out[a.name] = sums["count"]
@@ -450,13 +575,11 @@ def _bucketed(view: BucketedView, batch: _Batch, state: OfflineState) -> dict[st
                 mean = (sums["cents"] / sums["count"]) / 100.0
             out[a.name] = np.where(sums["count"] > 0, mean, a.default)
     # exact previous/first times: this partition's own attempts plus carried first/last
-    order = np.argsort(np.where(valid, q_codes, -1), kind="stable")
+    order = q_order[valid[q_order]]
     r_codes, r_ts = q_codes[order], t[order]
-    keep_ref = r_codes >= 0
-    r_codes, r_ts = r_codes[keep_ref], r_ts[keep_ref]
     base, span = _composite(t)
     comp = r_codes * span + (r_ts - base)
-    tl = _timeline(comp, r_ts, span, base, q_codes, t, state, view.name)
+    tl = _timeline(comp, r_ts, span, base, q_codes, t, state, view.name, q_order)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
@@ -475,6 +598,7 @@ def _label_stats(batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
     counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for e in LABEL_ENTITIES:
         q_codes = batch.codes[e.key]
+        q_order = np.argsort(np.where(q_codes >= 0, q_codes, 0), kind="stable")
         lab_codes = batch.label_codes[e.key]
         fresh = {
             "key": np.concatenate(
@@ -484,7 +608,7 @@ def _label_stats(batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
             "f": np.concatenate([np.zeros(len(t), np.int64), np.ones(len(label_day), np.int64)]),
         }
         table = _merge_buckets(state.label_buckets.get(e.name), fresh)
-        sums = _window_sums(table, q_codes, day - window_days, day, ("n", "f"))
+        sums = _window_sums(table, q_codes, day, window_days, ("n", "f"), q_order)
         counts[e.name] = (sums["n"], sums["f"])
         keep = (table["key"] & ((1 << BUCKET_BITS) - 1)) >= int(day.max()) - window_days - 1
         state.label_buckets[e.name] = {k: v[keep] for k, v in table.items()}
@@ -553,13 +677,12 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
             f"{state.max_event_ms} ms)"
         )
     state.max_event_ms = int(event_ms[-1])
-    encoded: dict[str, tuple[np.ndarray, list[str]]] = {}
+    encoded: dict[str, tuple[np.ndarray, pa.Array]] = {}
 
-    def dictionary(column: str) -> tuple[np.ndarray, list[str]]:
+    def dictionary(column: str) -> tuple[np.ndarray, pa.Array]:
         if column not in encoded:
             enc = table.column(column).combine_chunks().dictionary_encode()
-            indices = enc.indices.fill_null(-1).to_numpy()
-            encoded[column] = (indices, enc.dictionary.to_pylist())
+            encoded[column] = (enc.indices.fill_null(-1).to_numpy(), enc.dictionary)
         return encoded[column]
 
     codes: dict[str | None, np.ndarray] = {
@@ -578,7 +701,7 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
     request: dict[str, np.ndarray] = {}
     for c in STRING_INPUTS:
         indices, uniques = dictionary(c)
-        request[c] = np.array([*uniques, None], dtype=object)[indices]
+        request[c] = np.array([*uniques.to_pylist(), None], dtype=object)[indices]
     amount_usd = table.column("amount_usd").to_numpy()
     request["event_ms"] = event_ms
     request["amount_usd"] = amount_usd
