@@ -721,16 +721,22 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
 
 def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
     """Feature vectors for one decoded partition; advances `state` in place."""
+
+    def bucketed_and_request() -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for view in BUCKETED_VIEWS:
+            out.update(_bucketed(view, batch, state))
+        seen = {"merchant_seen_seconds": out["merchant_seen_seconds"]}  # merchant age
+        return out | request_features(batch.request | seen)
+
     # Views are independent given the codes, and their heavy lifting (sorts, searches,
-    # bincounts) runs in numpy without the GIL: two threads keep both cores busy.
-    jobs = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
-    jobs += [lambda v=v: _bucketed(v, batch, state) for v in BUCKETED_VIEWS]
-    jobs.append(lambda: _label_stats(batch, state))
+    # bincounts) runs in numpy without the GIL: two threads keep both cores busy. Jobs
+    # go roughly longest first (the card view has the most history and aggregations).
+    activity = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
+    jobs = [activity[0], bucketed_and_request, *activity[1:], lambda: _label_stats(batch, state)]
     features: dict[str, np.ndarray] = {}
     for result in _POOL.map(lambda job: job(), jobs):
         features.update(result)
-    seen = {"merchant_seen_seconds": features["merchant_seen_seconds"]}
-    features.update(request_features(batch.request | seen))
     _advance_timelines(batch, state)
     return pd.DataFrame(
         {
