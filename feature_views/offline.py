@@ -15,6 +15,7 @@ and each entity's first/last attempt time.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,7 @@ from feature_views.request_features import STRING_INPUTS, request_features
 
 GLOBAL_KEY = "*"
 NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
+LAG_PAIRS = 1 << 21  # (attempt, window entry) pairs walked at once by _lag_aggregations
 Z_LIMIT = 20.0  # z-scores are clipped: two near-identical past amounts make std tiny
 DAY_MS = 86_400_000
 LABEL_KEY_COLUMNS = tuple(e.key for e in LABEL_ENTITIES if e.key)
@@ -232,18 +234,6 @@ class OfflineState:
 BUCKET_BITS = 21  # bucket indices (hours or days since 1970) stay below 2**21 until 2209
 
 
-def _lag_order(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Queries by descending window size, and how many have at least k entries (index k).
-
-    Walking lag k = 1, 2, ... only touches the prefix of queries whose window is that
-    deep, so the total work is the sum of window sizes.
-    """
-    order = np.argsort(-count, kind="stable")
-    max_k = int(count.max()) if len(count) else 0
-    depth = len(count) - np.searchsorted(np.sort(count), np.arange(max_k + 1), side="left")
-    return order, depth
-
-
 @dataclasses.dataclass
 class _Timeline:
     prev_ms: np.ndarray  # latest attempt strictly before t (-1 if none)
@@ -427,6 +417,25 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     return out
 
 
+def _lag_pairs(
+    count: np.ndarray, hi: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(q0, q1, query, entry): every (query, window entry) pair of queries q0..q1-1, lag
+    1, 2, ... within each query (the entry at lag k is hi - k), in slices of at most
+    LAG_PAIRS pairs (one query's window may exceed it) so memory stays bounded.
+    """
+    ends = np.cumsum(count)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = np.searchsorted(ends, np.arange(LAG_PAIRS, total, LAG_PAIRS), side="right")
+    for q0, q1 in itertools.pairwise([0, *np.unique(cuts).tolist(), len(count)]):
+        if q1 <= q0:
+            continue
+        c = count[q0:q1]
+        query = np.repeat(np.arange(q0, q1), c)
+        entry = np.repeat(hi[q0:q1] - 1 + np.cumsum(c) - c, c) - np.arange(len(query))
+        yield q0, q1, query, entry
+
+
 def _lag_aggregations(
     aggs: list[Aggregation],
     ref: dict[str, np.ndarray],
@@ -435,12 +444,14 @@ def _lag_aggregations(
     codes: dict[str | None, np.ndarray],
     cents: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """distinct / match_count / z-score over [lo, hi), newest entry first (as online)."""
+    """distinct / match_count / z-score over [lo, hi), newest entry first (as online).
+
+    Every (query, lag) pair of the windows is laid out flat, lags 1, 2, ... within each
+    query, so the walk is a few numpy calls whatever the window depth (the work is the
+    sum of window sizes). Float sums accumulate per query in lag order, as online.
+    """
     n = len(lo)
     count = hi - lo
-    order, depth = _lag_order(count)
-    max_k = len(depth) - 1
-    out: dict[str, np.ndarray] = {}
     next_same: dict[str, np.ndarray] = {}
     for a in aggs:
         if a.kind == "distinct" and a.column not in next_same:
@@ -451,29 +462,27 @@ def _lag_aggregations(
             same = pair[o[1:]] == pair[o[:-1]]
             nxt[o[:-1][same]] = o[1:][same]
             next_same[a.column] = nxt
-    acc = {a.name: np.zeros(n, dtype=np.int64) for a in aggs if a.kind != "zscore_log_amount"}
+    out = {a.name: np.zeros(n, dtype=np.int64) for a in aggs if a.kind != "zscore_log_amount"}
     zs = [a for a in aggs if a.kind == "zscore_log_amount"]
-    log_amount = np.log(ref["cents"].astype(np.float64)) if zs else None
     total = np.zeros(n, dtype=np.float64)
-    for k in range(1, max_k + 1):
-        rows = order[: depth[k]]
-        j = hi[rows] - k
+    sq = np.zeros(n, dtype=np.float64)
+    log_amount = np.log(ref["cents"].astype(np.float64)) if zs else None
+    for q0, q1, query, j in _lag_pairs(count, hi):
         for a in aggs:
-            if a.kind == "distinct":
-                acc[a.name][rows] += next_same[a.column][j] >= hi[rows]
+            if a.kind == "distinct":  # an entry counts if its value does not recur before hi
+                newest = next_same[a.column][j] >= hi[query]
+                out[a.name][q0:q1] = np.bincount(query[newest] - q0, minlength=q1 - q0)
             elif a.kind == "match_count":
-                acc[a.name][rows] += ref[a.column][j] == codes[a.column][rows]
+                match = ref[a.column][j] == codes[a.column][query]
+                out[a.name][q0:q1] = np.bincount(query[match] - q0, minlength=q1 - q0)
         if zs:
-            total[rows] += log_amount[j]
-    out.update(acc)
+            np.add.at(total, query, log_amount[j])  # in array order: lag 1, 2, ... per query
     if zs:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = total / count
-        sq = np.zeros(n, dtype=np.float64)
-        for k in range(1, max_k + 1):
-            rows = order[: depth[k]]
-            d = log_amount[hi[rows] - k] - mean[rows]
-            sq[rows] += d * d
+        for _, _, query, j in _lag_pairs(count, hi):
+            d = log_amount[j] - mean[query]
+            np.add.at(sq, query, d * d)
         q_log = np.log(cents.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.sqrt(sq / (count - 1))

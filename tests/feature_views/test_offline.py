@@ -149,3 +149,21 @@ def test_hash_collisions_never_merge_keys(monkeypatch: pytest.MonkeyPatch) -> No
     again = dict(zip(values[20:] + values[:5], second.tolist(), strict=True))
     assert all(again[v] == by_value[v] for v in again if v in by_value)
     assert len(set(again.values()) - set(by_value.values())) == 20
+
+
+def test_lag_walk_in_slices_equals_one_pass(
+    edge: pd.DataFrame, small_sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounding the (attempt, window entry) pairs walked at once changes no value."""
+    import feature_views.offline as offline
+    from feature_views.tables import read_attempts, read_labels
+
+    attempts = read_attempts(small_sim / "events").head(3000)
+    labels = read_labels(small_sim / "labels")
+    whole = compute_features(attempts, labels)
+    monkeypatch.setattr(offline, "LAG_PAIRS", 7)
+    sliced = compute_features(attempts, labels)
+    pd.testing.assert_frame_equal(whole, sliced, check_exact=True)
+    monkeypatch.setattr(offline, "LAG_PAIRS", 1)  # every window deeper than one slice
+    tiny = compute_features(edge_attempts(), edge_labels()).set_index("transaction_id")
+    pd.testing.assert_frame_equal(tiny, edge, check_exact=True)
