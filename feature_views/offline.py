@@ -273,16 +273,18 @@ def _timeline(
     state: OfflineState,
     view_name: str,
     q_order: np.ndarray,
+    hi: np.ndarray | None = None,
 ) -> _Timeline:
     """prev/first attempt strictly before each query, from `ref` plus carried state.
 
     `comp` is the sorted composite (code * span + ts - base) of the reference attempts;
     anything older than the reference comes from the carried first/last arrays. `q_order`
-    sorts the queries by (code, time), hence also by code.
+    sorts the queries by (code, time), hence also by code; `hi`, when the caller has it,
+    is each valid query's search position of (code, time) in `comp`.
     """
     valid = q_codes >= 0
-    q_comp = q_codes * span + (q_ts - base)
-    hi = _search(comp, q_comp, q_order)
+    if hi is None:
+        hi = _search(comp, q_codes * span + (q_ts - base), q_order)
     start = _search(comp, q_codes * span, q_order)
     has_prev = valid & (hi > start)
     safe = max(len(ref_ts) - 1, 0)
@@ -348,37 +350,35 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     for c in view.columns:
         fresh[c] = codes[c][fresh_rows]
     horizon = ms(view.horizon)
-    carry = state.history.get(view.name)
-    # The carried history is kept in (code, time, transaction) order, so this partition's
-    # rows merge into it in linear time instead of re-sorting all of it.
-    # composite keys code * span + (ts - base) cover the history and every window start
-    oldest = int(t.min()) - horizon
-    if carry is not None and len(carry["ts"]):
-        oldest = min(oldest, int(carry["ts"].min()))
-    base = oldest - 1
+    # Composite keys code * span + (ts - base) order the history by (code, time); rows
+    # older than this partition's earliest window start are never needed again.
+    base = int(t.min()) - horizon - 1
     span = int(t.max()) - base + 1
     fresh_comp = fresh["code"] * span + (fresh["ts"] - base)
-    if carry is None or not len(carry["code"]):
+    carry = state.history.get(view.name)
+    if carry is None:
         history, comp_all = fresh, fresh_comp
     else:
-        carry_comp = carry["code"] * span + (carry["ts"] - base)
+        # The carried history is kept in (code, time, transaction) order, so this
+        # partition's rows merge into it in linear time instead of re-sorting all of it:
+        # one index array says where every kept row goes, then one gather per column.
+        kept = np.flatnonzero(carry["ts"] > base)
+        carry_comp = carry["code"][kept] * span + (carry["ts"][kept] - base)
         # equal keys: carried (older) rows first, as they happened
         at = np.searchsorted(carry_comp, fresh_comp, side="right") + np.arange(len(fresh_comp))
-        from_carry = np.ones(len(carry_comp) + len(fresh_comp), dtype=bool)
+        source = np.empty(len(kept) + len(fresh_comp), dtype=np.int64)
+        from_carry = np.ones(len(source), dtype=bool)
         from_carry[at] = False
-        history = {}
-        for k in fresh:
-            merged = np.empty(len(from_carry), dtype=fresh[k].dtype)
-            merged[at] = fresh[k]
-            merged[from_carry] = carry[k]
-            history[k] = merged
-        comp_all = np.empty(len(from_carry), dtype=np.int64)
-        comp_all[at] = fresh_comp
+        source[from_carry] = kept
+        source[at] = len(carry["ts"]) + np.arange(len(fresh_comp))
+        history = {k: np.concatenate([carry[k], fresh[k]])[source] for k in fresh}
+        comp_all = np.empty(len(source), dtype=np.int64)
         comp_all[from_carry] = carry_comp
+        comp_all[at] = fresh_comp
     # only the history of entities present in this partition matters to it
     present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
     present[fresh["code"]] = True
-    relevant = present[history["code"]]
+    relevant = np.flatnonzero(present[history["code"]])
     ref = {k: v[relevant] for k, v in history.items()}
     comp = comp_all[relevant]
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
@@ -407,13 +407,12 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     for window, aggs in lag_windows.items():
         lo = search(window)
         out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
-    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order)
+    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order, hi)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    kept = history["ts"] >= int(t.max()) - horizon
-    state.history[view.name] = {k: v[kept] for k, v in history.items()}
+    state.history[view.name] = history
     return out
 
 
