@@ -34,6 +34,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.simulator_throughput
 	$(PY) -m bench.feature_views
+	$(PY) -m bench.offline_engine
 
 clean:
 	rm -rf data reports .run

@@ -3,13 +3,16 @@
 Interprets ``definitions.py`` with vectorised numpy over whole partitions; there is no
 per-attempt Python loop. Windows are found with ``searchsorted`` over a composite
 (entity, time) key; sums come from prefix sums of integer cents (exact); distinct counts,
-same-merchant counts and z-scores walk back through the window one lag at a time for all
-attempts at once (work proportional to the window sizes, not to the table squared).
+same-merchant counts and z-scores run over every (attempt, window entry) pair at once
+(work proportional to the window sizes, not to the table squared).
 
 Tables larger than memory are processed in time-ordered partitions (one UTC day each):
 :class:`OfflineState` carries just what later partitions need — the last 30 days of slim
-history for exact windows, bucket aggregates for bucketed windows and label statistics,
-and each entity's first/last attempt time.
+history for exact windows (kept in (entity, time) order, so a day merges in linear time),
+bucket aggregates for bucketed windows and label statistics, and each entity's first/last
+attempt time. Partitions stay in Arrow until the views: string keys become stable integer
+codes from Arrow's dictionary encoding, and a reader thread decodes the next partition
+while the views of this one run in two threads.
 """
 
 from __future__ import annotations
