@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) -m bench.simulator_throughput
 	$(PY) -m bench.feature_views
 	$(PY) -m bench.replication
+	$(PY) -m bench.offline_engine
 
 # open-loop load: single-process baseline vs fused vs graph, one run (~10 min)
 bench-serving: $(STAMP)
