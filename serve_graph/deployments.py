@@ -279,11 +279,21 @@ class RemoteFeatureLookup(_Remote):
 
 
 class RemotePolicyEngine(_Remote):
+    """The policy hop, with the same policy file evaluated here when the hop fails: rules
+    are cheap, and a decision must never lose its blocklists to a dead replica."""
+
     shadows: list = []
-    version = "unknown"
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        super().__init__(handle, timeout_s)
+        self.local = PolicyEngine(CHAMPION_POLICY)
+        self.version = self.local.version
 
     def evaluate(self, values: Any) -> list[PolicyResult]:
-        results, self.version = self.call("evaluate", list(values))
+        try:
+            results, self.version = self.call("evaluate", list(values))
+        except Exception:  # noqa: BLE001 - evaluated here instead
+            results, self.version = self.local.evaluate(list(values)), self.local.version
         return results
 
     def evaluate_shadows(self, values: Any) -> list[dict]:
@@ -324,15 +334,21 @@ class RemoteShadowScorer(_Remote):
 
 
 class RemoteCombiner(_Remote):
-    def __init__(self, handle: Any, timeout_s: float) -> None:
+    """The combiner hop, combined here with the same cost file when the hop fails."""
+
+    def __init__(self, handle: Any, timeout_s: float, rules_only_step_up_usd: float) -> None:
         from serve_graph.decisioning import DEFAULT_COSTS, load_costs
         from serve_graph.stages import _Reloading
 
         super().__init__(handle, timeout_s)
         self.costs = _Reloading(DEFAULT_COSTS, load_costs)  # logged with each decision
+        self.local = DecisionCombiner(DEFAULT_COSTS, rules_only_step_up_usd)
 
     def combine(self, values: Any, policy: Any, p: Any) -> list[str]:
-        return self.call("combine", list(values), list(policy), p)
+        try:
+            return self.call("combine", list(values), list(policy), p)
+        except Exception:  # noqa: BLE001 - the same costs, combined here
+            return self.local.combine(values, policy, p)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
@@ -359,7 +375,7 @@ class GraphIngress(_Ingress):
             "features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
             "policy": RemotePolicyEngine(policy, hop_s),
             "scorer": RemoteScorer(scorer, hop_s),
-            "combiner": RemoteCombiner(combiner, hop_s),
+            "combiner": RemoteCombiner(combiner, hop_s, cfg.rules_only_step_up_usd),
         }
         pipeline = DecisionPipeline(
             cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir)

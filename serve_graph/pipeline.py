@@ -292,10 +292,17 @@ class DecisionPipeline:
         contributions: dict[int, list[tuple[str, float]]] = {}
         if explain and (deadline - time.monotonic()) * 1000 > 10:
             explained = [values[i] for i in explain]
-            with trace.stage("explain", [rows[i] for i in explain], self._remote(self.explainer)):
-                found = self.explainer.explain(explained, fallback, self.region.explain_top)
-            for i, c in zip(explain, found, strict=True):
-                contributions[i] = c
+            try:
+                with trace.stage(
+                    "explain", [rows[i] for i in explain], self._remote(self.explainer)
+                ):
+                    found = self.explainer.explain(explained, fallback, self.region.explain_top)
+                for i, c in zip(explain, found, strict=True):
+                    contributions[i] = c
+            except Exception:  # noqa: BLE001 - SHAP late or down: the decision still stands
+                # its features and score are logged, so `replay` computes the same SHAP later
+                for i in explain:
+                    contributions[i] = [("explanation_deferred", None)]
         now = time.monotonic()
         out, log_records = [], []
         for i, (rec, act) in enumerate(zip(records, actions, strict=True)):
