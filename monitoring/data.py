@@ -45,14 +45,17 @@ def _records(log_root: Path):
 
 
 def newest_event_time(log_root: Path) -> pd.Timestamp | None:
-    """The latest attempt time in the log: the anchor of ``last:`` windows."""
+    """Just after the latest attempt time in the log: the end of ``last:`` windows.
+
+    One millisecond after, so the end-exclusive window includes the newest decision.
+    """
     newest = None
     for rec in _records(log_root):
         if rec.get("type") == "decision":
             ms = (rec.get("input") or {}).get("event_time_ms")
             if ms is not None and (newest is None or ms > newest):
                 newest = ms
-    return None if newest is None else pd.Timestamp(newest, unit="ms", tz="UTC")
+    return None if newest is None else pd.Timestamp(newest + 1, unit="ms", tz="UTC")
 
 
 def load_decisions(

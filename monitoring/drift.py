@@ -5,6 +5,11 @@ window's decisions with the reference: one Evidently ``ValueDrift`` per monitore
 plus the champion's score and its action mix. A scope alerts when the share of drifted
 features or the prediction passes the thresholds of ``configs/monitoring/drift.yaml``.
 
+Scores come from Evidently's drift tests called directly (the functions its ``ValueDrift``
+metric uses): a ``Report`` also renders a Plotly figure per column, three quarters of its
+time, so full Reports run only for the scopes whose pages are written (overall and every
+alerting scope), and their scores are the same numbers.
+
 Only decisions made on the full feature vector (rungs 1 and 2) enter: on rungs 3 and 4
 the store or the scorer was down, which the guardrail report covers.
 
@@ -96,38 +101,19 @@ def _usable(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) 
 def evidently_drift(
     reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, with_prediction: bool
 ) -> tuple[dict[str, dict[str, Any]], Any]:
-    """Per-column drift from one Evidently report; returns (columns, snapshot)."""
+    """Per-column drift as one Evidently report (for its HTML); returns (columns, snapshot)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    features = _usable(reference, current, config.features)
-    numeric, categorical = _numeric(features), _categorical(features)
-    extra_num, extra_cat = [], []
-    if with_prediction:
-        extra_num = _usable(reference, current, ["fraud_probability"])
-        extra_cat = _usable(reference, current, ["action"])
-    definition = DataDefinition(
-        numerical_columns=numeric + extra_num, categorical_columns=categorical + extra_cat
-    )
-    metrics = [
-        ValueDrift(column=c, method=config.num_method, threshold=config.num_threshold)
-        for c in numeric
-    ] + [
-        ValueDrift(column=c, method=config.cat_method, threshold=config.cat_threshold)
-        for c in categorical
-    ]
-    metrics += [
-        ValueDrift(column=c, method=config.num_method, threshold=config.prediction.score_threshold)
-        for c in extra_num
-    ] + [
-        ValueDrift(column=c, method="jensenshannon", threshold=config.prediction.action_threshold)
-        for c in extra_cat
-    ]
-    keep = numeric + categorical + extra_num + extra_cat
+    specs = _specs(reference, current, config, with_prediction)
+    numeric = [c for c, kind, _, _ in specs if kind == "num"]
+    categorical = [c for c, kind, _, _ in specs if kind == "cat"]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    metrics = [ValueDrift(column=c, method=m, threshold=t) for c, _, m, t in specs]
 
     def dataset(frame: pd.DataFrame) -> Any:
-        part = frame[keep].copy()
-        for c in categorical + extra_cat:
+        part = frame[numeric + categorical].copy()
+        for c in categorical:
             part[c] = part[c].astype(str)
         return Dataset.from_pandas(part, data_definition=definition)
 
@@ -146,6 +132,46 @@ def evidently_drift(
     return out, snapshot
 
 
+def _specs(
+    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, with_prediction: bool
+) -> list[tuple[str, str, str, float]]:
+    """(column, kind, method, threshold) for every column compared."""
+    features = _usable(reference, current, config.features)
+    specs = [(c, "num", config.num_method, config.num_threshold) for c in _numeric(features)]
+    specs += [(c, "cat", config.cat_method, config.cat_threshold) for c in _categorical(features)]
+    if with_prediction:
+        for c in _usable(reference, current, ["fraud_probability"]):
+            specs.append((c, "num", config.num_method, config.prediction.score_threshold))
+        for c in _usable(reference, current, ["action"]):
+            specs.append((c, "cat", "jensenshannon", config.prediction.action_threshold))
+    return specs
+
+
+def drift_scores(
+    reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig, with_prediction: bool
+) -> dict[str, dict[str, Any]]:
+    """Per-column drift with Evidently's drift tests, without rendering figures."""
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    out: dict[str, dict[str, Any]] = {}
+    for column, kind, method, threshold in _specs(reference, current, config, with_prediction):
+        ref, cur = reference[column].dropna(), current[column].dropna()
+        if kind == "cat":
+            ref, cur = ref.astype(str), cur.astype(str)
+        ctype = ColumnType.Numerical if kind == "num" else ColumnType.Categorical
+        test = get_stattest(ref, cur, ctype, method)
+        result = test(ref, cur, ctype, threshold)
+        score = float(result.drift_score) if np.isfinite(result.drift_score) else 0.0
+        out[column] = {
+            "score": round(score, 5),
+            "threshold": threshold,
+            "method": test.display_name,
+            "drifted": score >= threshold,
+        }
+    return out
+
+
 def _rates(frame: pd.DataFrame) -> dict[str, float]:
     counts = frame["action"].value_counts(normalize=True)
     return {a: round(float(counts.get(a, 0.0)), 5) for a in ACTIONS}
@@ -159,7 +185,7 @@ def scope_drift(
     if min(len(reference), len(current)) < 2:
         result.eligible = False
         return result
-    columns, result.snapshot = evidently_drift(reference, current, config, True)
+    columns = drift_scores(reference, current, config, True)
     result.score = columns.pop("fraud_probability", None)
     result.actions = columns.pop("action", None)
     result.columns = columns
@@ -234,6 +260,13 @@ def run_drift(
     for name, mask in cur_masks.items():
         ref_mask = ref_masks.get(name, np.zeros(len(ref_sample), dtype=bool))
         scopes.append(scope_drift(name, ref_sample[ref_mask], cur_sample[mask], config))
+    for scope in scopes:
+        if scope.scope == "overall" or scope.alert:
+            mask, ref_mask = cur_masks[scope.scope], ref_masks.get(scope.scope)
+            if ref_mask is not None and mask.sum() >= 2 and ref_mask.sum() >= 2:
+                _, scope.snapshot = evidently_drift(
+                    ref_sample[ref_mask], cur_sample[mask], config, True
+                )
     timeline: dict[str, list[dict[str, Any]]] = {}
     since: dict[str, str | None] = {}
     if history is not None and config.timeline.days > 0:

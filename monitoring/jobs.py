@@ -269,7 +269,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run, job=drift_report)
 
     p = sub.add_parser("quality-report", help="classification quality where labels matured")
-    common(p, "champion", "mature")
+    common(p, None, "mature")
     p.add_argument("--drift-config", default=None, help="segments come from drift.yaml")
     p.add_argument(
         "--allow-immature",

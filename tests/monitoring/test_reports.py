@@ -47,16 +47,21 @@ def test_windows_and_references(registry_root, trained) -> None:
     assert isinstance(parse_reference(QUIET, registry_root), LogWindow)
 
 
-def test_reference_sample_is_stored_with_the_model(trained, registry_root) -> None:
-    stored = pd.read_parquet(registry_root / "v1" / "reference.parquet")
-    meta = json.loads((registry_root / "v1" / "metadata.json").read_text())
-    assert 1_000 < len(stored) <= 20_000 and meta["reference_sample_rows"] == len(stored)
-    assert stored["fraud_probability"].between(0, 1).all()
-    assert set(stored["action"]) <= {"approve", "step_up", "block"}
-    assert {"is_cross_border", "merchant_age_days", "region"} <= set(stored.columns)
-    window = meta["training"]["window"]
-    assert stored["event_time"].min() >= pd.Timestamp(window["train_start"], tz="UTC")
-    assert stored["event_time"].max() < pd.Timestamp(window["end"], tz="UTC")
+def test_drift_scores_are_evidentlys_report_numbers(drift_log) -> None:
+    from monitoring.config import load_drift
+    from monitoring.data import load_decisions
+    from monitoring.drift import drift_scores, evidently_drift
+
+    config = load_drift()
+    reference = load_decisions(drift_log, parse_window(QUIET))
+    current = load_decisions(drift_log, parse_window(DRIFTING))
+    report, snapshot = evidently_drift(reference, current, config, True)
+    fast = drift_scores(reference, current, config, True)
+    assert set(fast) == set(report) == {*config.features, "fraud_probability", "action"}
+    for column, value in report.items():
+        assert fast[column]["score"] == pytest.approx(value["score"], abs=1e-5), column
+        assert fast[column]["drifted"] == value["drifted"]
+    assert snapshot.dict()["metrics"]
 
 
 def test_drift_scenario_is_flagged_and_a_quiet_window_is_not(drift_log, tmp_path) -> None:
@@ -106,7 +111,13 @@ def test_model_reference_and_the_cronjob_form(drift_log, registry_root, tmp_path
     )
     assert code in (0, 1) and report, "the CronJob's exact form must build a report"
     assert "stored with model v1" in report["context"]["reference"]
-    assert report["context"]["current"].startswith("last:24h: 2026-06-24")
+    from monitoring.data import newest_event_time
+
+    end = newest_event_time(drift_log)
+    start = (end - pd.Timedelta(hours=24)).isoformat()
+    assert report["context"]["current"].startswith(f"last:24h: {start} .. {end.isoformat()}")
+    overall = next(s for s in report["scopes"] if s["scope"] == "overall")
+    assert overall["rows"]["current"] >= 400  # the newest day, newest decision included
 
 
 def test_guardrails_against_the_quiet_baseline(drift_log, tmp_path) -> None:
