@@ -34,6 +34,7 @@ class PredictionDrift(_Strict):
 
 class DriftAlerts(_Strict):
     drifted_share: Share
+    critical_features: list[str] = []
     prediction: bool
     min_rows: pydantic.PositiveInt
 
@@ -68,6 +69,13 @@ class DriftConfig(_Strict):
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _critical_monitored(self) -> DriftConfig:
+        missing = sorted(set(self.alerts.critical_features) - set(self.features))
+        if missing:
+            raise ValueError(f"alerts.critical_features {missing} are not in features")
+        return self
 
 
 class GuardrailConfig(_Strict):

@@ -3,7 +3,8 @@
 Each scope (overall, each region, cross-border, young merchants) compares the current
 window's decisions with the reference: one Evidently ``ValueDrift`` per monitored feature,
 plus the champion's score and its action mix. A scope alerts when the share of drifted
-features or the prediction passes the thresholds of ``configs/monitoring/drift.yaml``.
+features passes its threshold, when a critical feature drifts, or when the prediction
+does (``configs/monitoring/drift.yaml``).
 
 Scores come from Evidently's drift tests called directly (the functions its ``ValueDrift``
 metric uses): a ``Report`` also renders a Plotly figure per column, three quarters of its
@@ -196,6 +197,12 @@ def scope_drift(
             f"{len(result.drifted)}/{len(columns)} features drifted "
             f"({result.drifted_share:.0%} >= {config.alerts.drifted_share:.0%}): {top}"
         )
+    critical = [c for c in result.drifted if c in config.alerts.critical_features]
+    if critical:
+        result.reasons.append(
+            "critical feature(s) drifted: "
+            + ", ".join(f"{c} {columns[c]['score']:.3f}" for c in critical)
+        )
     if config.alerts.prediction:
         if result.score and result.score["drifted"]:
             result.reasons.append(
@@ -225,6 +232,7 @@ class DriftResult:
     since: dict[str, str | None]
     sampling: dict[str, str]
     seconds: float
+    breakdown: dict[str, float] = field(default_factory=dict)
 
     @property
     def alerts(self) -> list[dict[str, Any]]:
@@ -256,10 +264,14 @@ def run_drift(
     cur_sample, cur_how = sample(current, config.sample_rows, config.seed)
     ref_masks = segment_masks(ref_sample, config.segments)
     cur_masks = segment_masks(cur_sample, config.segments)
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
     scopes = []
     for name, mask in cur_masks.items():
         ref_mask = ref_masks.get(name, np.zeros(len(ref_sample), dtype=bool))
         scopes.append(scope_drift(name, ref_sample[ref_mask], cur_sample[mask], config))
+    seconds["scores"] = round(time.perf_counter() - tick, 2)
+    tick = time.perf_counter()
     for scope in scopes:
         if scope.scope == "overall" or scope.alert:
             mask, ref_mask = cur_masks[scope.scope], ref_masks.get(scope.scope)
@@ -267,23 +279,27 @@ def run_drift(
                 _, scope.snapshot = evidently_drift(
                     ref_sample[ref_mask], cur_sample[mask], config, True
                 )
+    seconds["evidently_pages"] = round(time.perf_counter() - tick, 2)
+    tick = time.perf_counter()
     timeline: dict[str, list[dict[str, Any]]] = {}
     since: dict[str, str | None] = {}
     if history is not None and config.timeline.days > 0:
         timeline, since = _timeline(ref_sample, full_path(history), scopes, config)
+    seconds["timeline"] = round(time.perf_counter() - tick, 2)
     return DriftResult(
         scopes,
         timeline,
         since,
         {"reference": ref_how, "current": cur_how, "timeline": _timeline_how(config)},
         round(time.perf_counter() - started, 2),
+        seconds,
     )
 
 
 def _timeline_how(config: DriftConfig) -> str:
     return (
-        f"per UTC day, at most {config.timeline.sample_rows:,} decisions per day and "
-        f"reference (uniform, seed {config.seed})"
+        f"per UTC day, at most {config.timeline.sample_rows:,} decisions per day "
+        f"(uniform, seed {config.seed}) against the reference sample"
     )
 
 
@@ -297,10 +313,10 @@ def _timeline(
 
     Each day watches what drifted over the whole window (its most drifted features and
     the score), so the timeline says when *this* drift began; a day is drifting when the
-    score drifted or at least half of the watched features did.
+    score drifted, a watched critical feature did, or at least half of the watched ones.
     """
     wanted = {s.scope: s for s in scopes if s.scope == "overall" or s.alert}
-    ref, _ = sample(reference, config.timeline.sample_rows, config.seed)
+    ref = reference  # the whole reference sample: per-day noise comes from one side only
     ref_masks = segment_masks(ref, config.segments)
     days = history["event_time"].dt.floor("D")
     last = days.max()
@@ -327,7 +343,11 @@ def _timeline(
                     "watched": watched,
                     "drifted_share": round(result.drifted_share, 4),
                     "score_drift": None if result.score is None else result.score["score"],
-                    "drifting": (result.drifted_share >= 0.5 or score_drifted)
+                    "drifting": (
+                        result.drifted_share >= 0.5
+                        or score_drifted
+                        or any(c in config.alerts.critical_features for c in result.drifted)
+                    )
                     and int(mask.sum()) >= config.timeline.min_rows,
                     "top_features": result.drifted[:3],
                 }

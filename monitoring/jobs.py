@@ -129,7 +129,9 @@ def drift_report(args: argparse.Namespace) -> int:
         "sampling, timeline": result.sampling["timeline"],
         "thresholds": str(args.config or "configs/monitoring/drift.yaml"),
         "decision log": str(args.log),
-        "built in": f"{time.perf_counter() - started:.1f} s (drift {result.seconds:.1f} s)",
+        "built in": f"{time.perf_counter() - started:.1f} s (drift {result.seconds:.1f} s: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in result.breakdown.items())
+        + ")",
     }
     return _finish("drift", "Drift report", payload, context, snapshots, args)
 

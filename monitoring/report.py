@@ -60,8 +60,20 @@ def alert_table(alerts: list[dict[str, Any]]) -> str:
         f"<td>{_e(a.get('since'))}</td><td>{'<br>'.join(_e(r) for r in a['reasons'])}</td></tr>"
         for a in alerts
     )
+    since = [
+        f"{html.escape(a['scope'])} since {html.escape(a['since'])}"
+        if a.get("since")
+        else html.escape(a["scope"])
+        for a in alerts
+    ]
+    features: list[str] = []
+    for a in alerts:
+        features += [f for f in a.get("drifted_features", [])[:3] if f not in features]
+    headline = "; ".join(dict.fromkeys(since))
+    if features:
+        headline += f" — most drifted: {html.escape(', '.join(features[:6]))}"
     return (
-        f'<p class="verdict alert">{len(alerts)} alert(s)</p>'
+        f'<p class="verdict alert">{len(alerts)} alert(s): {headline}</p>'
         "<table><tr><th>check</th><th>where</th><th>since</th><th>what</th></tr>"
         f"{rows}</table>"
     )
