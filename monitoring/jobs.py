@@ -3,8 +3,11 @@
 The same entry point runs as a Ray job or a Kubernetes CronJob::
 
     ray job submit --working-dir . -- python -m monitoring.jobs drift-report \\
-        --reference champion --current last:24h --log /abs/decision-log --registry /abs/models
+        --reference champion --current last:24h --log /abs/decision-log \\
+        --registry /abs/models --out /abs/reports
     checkout-risk drift-report --reference champion --current last:24h
+
+Paths for a Ray job are absolute: it runs in an uploaded copy of the working directory.
 
 Locations default to the environment (``CHECKOUT_RISK_DECISION_LOG``,
 ``CHECKOUT_RISK_MODELS``, ``CHECKOUT_RISK_REPORTS``, ``CHECKOUT_RISK_EVENTS``,
@@ -74,6 +77,11 @@ def _reference_frame(args: argparse.Namespace, anchor: pd.Timestamp | None) -> t
     return ref, frame, how
 
 
+def _within(frame: pd.DataFrame, window: Any) -> pd.DataFrame:
+    inside = (frame["event_time"] >= window.start) & (frame["event_time"] < window.end)
+    return frame[inside].reset_index(drop=True)
+
+
 def _finish(kind: str, title: str, payload: dict, context: dict, snapshots: dict, args) -> int:
     from monitoring.report import out_dir, write
 
@@ -92,19 +100,29 @@ def _finish(kind: str, title: str, payload: dict, context: dict, snapshots: dict
 
 def drift_report(args: argparse.Namespace) -> int:
     from monitoring.config import load_drift
-    from monitoring.data import load_decisions
+    from monitoring.data import load_decisions, load_reference
     from monitoring.drift import run_drift
-    from monitoring.windows import LogWindow, parse_window
+    from monitoring.windows import LogWindow, ModelReference, parse_reference, parse_window
 
     started = time.perf_counter()
     config = load_drift(args.config)
     anchor = _anchor(args)
     current = parse_window(args.current, anchor)
-    ref, reference, ref_how = _reference_frame(args, anchor)
     lookback = current.end - pd.Timedelta(days=config.timeline.days)
     span = LogWindow(min(current.start, lookback), current.end, "history")
-    history = load_decisions(args.log, span)
-    now = history[(history["event_time"] >= current.start) & (history["event_time"] < current.end)]
+    ref = parse_reference(args.reference, Path(args.registry), anchor)
+    if isinstance(ref, ModelReference):
+        reference, ref_how = load_reference(ref, args.events, args.labels)
+        history = load_decisions(args.log, span)
+    else:  # one pass over the log for both windows
+        both = load_decisions(
+            args.log, LogWindow(min(span.start, ref.start), max(span.end, ref.end), "both")
+        )
+        reference, ref_how = _within(both, ref), "decision log"
+        if reference.empty:
+            raise JobError(f"no decisions in the reference window {ref.label()}")
+        history = _within(both, span)
+    now = _within(history, current)
     if now.empty:
         raise JobError(f"no decisions in the current window {current.label()}")
     result = run_drift(reference, now.reset_index(drop=True), config, history)
@@ -177,7 +195,17 @@ def quality_report(args: argparse.Namespace) -> int:
     everything = load_decisions(
         args.log, LogWindow(pd.Timestamp(0, tz="UTC"), anchor + pd.Timedelta(days=1), "all")
     )
-    maturity = label_maturity(everything, labels, config.label_coverage)
+    # the arrival curve needs attempt times over a long history: the attempts table when
+    # there is one (the log may hold only days), else the decisions in the log
+    times, times_from = everything[["transaction_id", "event_time"]], "the decision log"
+    if args.events and Path(args.events).exists():
+        from feature_views.tables import read_attempt_columns
+
+        table = read_attempt_columns(args.events, ["transaction_id", "event_time"])
+        table["event_time"] = pd.to_datetime(table["event_time"], utc=True)
+        if table["transaction_id"].isin(set(labels["transaction_id"])).any():
+            times, times_from = table, f"attempts table {args.events}"
+    maturity = label_maturity(times, labels, config.label_coverage)
     if args.current in (None, "mature"):
         current = mature_window(maturity, config.window_days)
     else:
@@ -215,8 +243,8 @@ def quality_report(args: argparse.Namespace) -> int:
         "labels known by": m["as_of"],
         "label maturity": (
             f"{m['coverage']:.0%} of fraud labels arrive within {m['maturity_days']:g} days "
-            f"(estimated from {m['labelled_attempts']:,} labelled attempts; mature until "
-            f"{m['mature_until']})"
+            f"(estimated from {m['labelled_attempts']:,} labelled attempts, times from "
+            f"{times_from}; days before {m['mature_until']} are mature)"
         ),
         "this window's labels": (
             f"~{m['window_label_completeness']:.0%} complete (estimated, least mature day)"

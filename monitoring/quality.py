@@ -135,7 +135,9 @@ def run_quality(
     scored = scored.assign(is_fraud=y)
     days = []
     for day, part in scored.groupby(scored["event_time"].dt.floor("D")):
-        age = (maturity.as_of - (day + pd.Timedelta(days=1))).total_seconds() / 86_400
+        # the day's youngest attempts (its end, or as-of if the day is not over)
+        newest = min(day + pd.Timedelta(days=1), maturity.as_of)
+        age = (maturity.as_of - newest).total_seconds() / 86_400
         days.append(
             {
                 "day": str(day.date()),

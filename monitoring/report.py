@@ -192,7 +192,14 @@ def guardrail_sections(payload: dict[str, Any]) -> str:
     lat = payload["latency_p99_ms"]
     note = "" if payload["stage_timings_present"] else " (records carry no per-stage timings)"
     out += f"<h2>p99 latency, ms{note}</h2>" + context_table(lat)
-    out += "<h2>Shadow vs champion</h2>" + context_table(payload["shadow"])
+    shadow = payload["shadow"]
+    rows = {"decisions with a shadow score": f"{shadow['decisions']:,}"}
+    if shadow["decisions"]:
+        rows["disagreement (different final action)"] = _pct(shadow["disagreement"])
+        for who in ("champion", "shadow"):
+            rates = shadow[f"{who}_rates"]
+            rows[f"{who} actions"] = ", ".join(f"{a} {_pct(v)}" for a, v in rates.items())
+    out += "<h2>Shadow vs champion</h2>" + context_table(rows)
     return out
 
 

@@ -151,3 +151,13 @@ def test_quality_needs_mature_labels_and_says_how_mature(drift_log, drift_sim, t
     scopes = {s["scope"] for s in report["segments"]}
     assert {"overall", "cross-border", "merchant <30d"} <= scopes
     assert "IMMATURE" in (folder / "report.html").read_text()
+    assert "times from the decision log" in report["context"]["label maturity"]
+    # with the attempts table the arrival curve sees the whole history, not only served days
+    code, report, _ = _run(
+        tmp_path,
+        *args,
+        *("--events", str(drift_sim / "events"), "--current", BEFORE, "--allow-immature"),
+    )
+    assert code in (0, 1)
+    assert "times from attempts table" in report["context"]["label maturity"]
+    assert report["maturity"]["labelled_attempts"] > 24
