@@ -631,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(sub)
     _add_serving(sub)
     _add_monitoring(sub)
+    from checkout_risk.regions_cli import add_regions
+
+    add_regions(sub)
     return parser
 
 

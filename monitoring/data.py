@@ -61,7 +61,7 @@ def newest_event_time(log_root: Path) -> pd.Timestamp | None:
 def load_decisions(
     log_root: str | Path,
     window: LogWindow,
-    stage_field: str = "stage_ms",
+    stage_field: str = "timings_ms",
 ) -> pd.DataFrame:
     """Every decision whose attempt time falls in `window`, with its shadow score."""
     log_root = Path(log_root)

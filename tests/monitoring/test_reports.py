@@ -126,6 +126,8 @@ def test_guardrails_against_the_quiet_baseline(drift_log, tmp_path) -> None:
     assert code == 0, quiet["alerts"]
     assert quiet["rung_share"] == {"1": 1.0} or quiet["rung_share"].get("1", 0) > 0.99
     assert quiet["latency_p99_ms"]["total"] > 0
+    assert quiet["stage_timings_present"]  # the pipeline logs each stage's wall time
+    assert {"features", "score", "queue"} <= set(quiet["latency_p99_ms"])
     # shadow and champion are the same model here: they must agree exactly
     assert quiet["shadow"]["decisions"] > 0 and quiet["shadow"]["disagreement"] == 0.0
 
