@@ -237,10 +237,26 @@ class _Remote:
     loop: asyncio.AbstractEventLoop | None = None
     remote = True  # the pipeline traces a call through it as a CLIENT span
 
+    # after a failed or timed-out call, skip the hop this long: one batch pays for a dead
+    # replica, not every batch until Serve has replaced it
+    retry_after_s = 1.0
+    # what a hop leaves of the batch's deadline for the log write and the response
+    reserve_s = 0.015
+
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle, self.timeout_s = handle, timeout_s
+        self._open_until = 0.0
 
     def call(self, method: str, *args: Any) -> Any:
+        if time.monotonic() < self._open_until:
+            raise RuntimeError(f"{method}: hop skipped after a recent failure")
+        try:
+            return self._call(method, *args)
+        except BaseException:
+            self._open_until = time.monotonic() + self.retry_after_s
+            raise
+
+    def _call(self, method: str, *args: Any) -> Any:
         carriers = current_carriers()  # this stage's spans, one per decision of the batch
         kwargs = {"trace": carriers} if carriers else {}
 
@@ -253,7 +269,7 @@ class _Remote:
         timeout = self.timeout_s
         deadline = BATCH_DEADLINE.get()
         if deadline is not None:  # on the hot path: no longer than the batch has left
-            timeout = max(0.001, min(timeout, deadline - time.monotonic()))
+            timeout = max(0.001, min(timeout, deadline - time.monotonic() - self.reserve_s))
         try:
             return future.result(timeout=timeout)
         except BaseException:
