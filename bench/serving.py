@@ -52,6 +52,9 @@ def log(msg: str) -> None:
 
 def prepare(days: int, tx_per_day: int) -> dict[str, Any]:
     """Data, a champion model and a loaded online store; reused when already built."""
+    import json
+    import shutil
+
     from feature_views.materialize import materialize
     from serve_graph.config import load_region
     from serve_graph.pipeline import region_store_url
@@ -61,7 +64,13 @@ def prepare(days: int, tx_per_day: int) -> dict[str, Any]:
     from trainers.train import train
 
     data, registry = WORK / "sim", WORK / "models"
-    if not (data / "_SUCCESS.json").exists():
+    manifest = data / "_SUCCESS.json"
+    if manifest.exists():
+        found = json.loads(manifest.read_text())
+        if (found.get("days"), found.get("tx_per_day")) != (days, tx_per_day):
+            shutil.rmtree(data)
+            shutil.rmtree(registry, ignore_errors=True)  # trained on the old data
+    if not manifest.exists():
         log(f"simulating {days} days x {tx_per_day} attempts/day ...")
         simulate(
             load_scenario(overrides={"fraud": {"rate": 0.006}}),

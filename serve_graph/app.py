@@ -63,6 +63,10 @@ class MicroBatcher:
     pipeline sheds a late batch to its cheapest rung). The after-response work (online
     updates, shadow scoring) runs in one background thread that merges whatever batches are
     pending, so it can never pile up threads that compete with the hot path.
+
+    Up to `in_flight` batches run at once: while one waits on Redis or another deployment,
+    the next can start, so one slow hop (a SHAP call, say) does not hold every request
+    queued behind it. Requests arriving while all slots are busy gather into the next batch.
     """
 
     def __init__(
@@ -72,8 +76,11 @@ class MicroBatcher:
         max_batch: int,
         wait_ms: float,
         backlog_factor: int = 4,
+        in_flight: int = 2,
     ) -> None:
         self.run, self.after = run, after
+        self.in_flight = in_flight
+        self._slots: asyncio.Semaphore | None = None
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
         self.backlog_batch = max_batch * backlog_factor
         self.queue: asyncio.Queue | None = None
@@ -87,15 +94,18 @@ class MicroBatcher:
         if self.queue is None or self._bound is not loop:  # a new event loop: rebind
             self._bound = loop
             self.queue = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self.in_flight)
             self._worker = loop.create_task(self._loop())
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((record, arrived, trace, fut))
         return await fut
 
     async def _loop(self) -> None:
-        assert self.queue is not None
+        assert self.queue is not None and self._slots is not None
+        loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
+            await self._slots.acquire()  # meanwhile, later requests queue into this batch
             limit = self.backlog_batch if self.queue.qsize() >= self.max_batch else self.max_batch
             deadline = time.monotonic() + self.wait_s
             while len(items) < limit:
@@ -109,6 +119,11 @@ class MicroBatcher:
                     items.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
+            loop.create_task(self._process(items))
+
+    async def _process(self, items: list[tuple]) -> None:
+        assert self._slots is not None
+        try:
             records = [i[0] for i in items]
             try:
                 results = await asyncio.to_thread(
@@ -118,14 +133,16 @@ class MicroBatcher:
                 for *_, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)
-                continue
+                return
             for (*_, fut), result in zip(items, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
-            self._pending.append((records, results))
-            if not self._after_running:
-                self._after_running = True
-                asyncio.get_running_loop().create_task(self._drain_after())
+        finally:
+            self._slots.release()
+        self._pending.append((records, results))
+        if not self._after_running:
+            self._after_running = True
+            asyncio.get_running_loop().create_task(self._drain_after())
 
     async def _drain_after(self) -> None:
         try:

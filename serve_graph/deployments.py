@@ -237,24 +237,33 @@ class _Remote:
     loop: asyncio.AbstractEventLoop | None = None
     remote = True  # the pipeline traces a call through it as a CLIENT span
 
-    # after a failed or timed-out call, skip the hop this long: one batch pays for a dead
-    # replica, not every batch until Serve has replaced it
+    # after repeated failed or timed-out calls, skip the hop this long: a couple of batches
+    # pay for a dead replica, not every batch until Serve has replaced it
     retry_after_s = 1.0
     # what a hop leaves of the batch's deadline for the log write and the response
     reserve_s = 0.015
 
+    # consecutive failures that open the circuit: one slow call is not a dead replica
+    trip_after = 2
+
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle, self.timeout_s = handle, timeout_s
         self._open_until = 0.0
+        self._failures = 0
 
     def call(self, method: str, *args: Any) -> Any:
         if time.monotonic() < self._open_until:
-            raise RuntimeError(f"{method}: hop skipped after a recent failure")
+            raise RuntimeError(f"{method}: hop skipped after repeated failures")
         try:
-            return self._call(method, *args)
+            result = self._call(method, *args)
         except BaseException:
-            self._open_until = time.monotonic() + self.retry_after_s
+            self._failures += 1
+            if self._failures >= self.trip_after:
+                self._open_until = time.monotonic() + self.retry_after_s
+                self._failures = 0
             raise
+        self._failures = 0
+        return result
 
     def _call(self, method: str, *args: Any) -> Any:
         carriers = current_carriers()  # this stage's spans, one per decision of the batch

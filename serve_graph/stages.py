@@ -88,6 +88,7 @@ class FeatureLookup:
         self.timeout_s = timeout_ms / 1000
         self.retry_after_s = retry_after_s
         self._store: OnlineFeatureStore | None = None
+        self._writer: OnlineFeatureStore | None = None
         self._open_until = 0.0
 
     def _get_store(self) -> OnlineFeatureStore:
@@ -129,14 +130,38 @@ class FeatureLookup:
             for i in range(len(records))
         ]
 
+    # Writes happen after the response: they get their own connection with a patient
+    # timeout, and go in chunks so that Redis, single-threaded, serves the hot path's reads
+    # between them (one large pipeline would hold every read behind it).
+    WRITE_CHUNK = 32
+    WRITE_TIMEOUT_S = 2.0
+
+    def _get_writer(self) -> OnlineFeatureStore:
+        if self._writer is None:
+            self._writer = OnlineFeatureStore(
+                connect(self.url, self.WRITE_TIMEOUT_S),
+                self.namespace,
+                self.outbox,
+                self.outbox_maxlen,
+            )
+        return self._writer
+
     def update(self, records: Sequence[dict[str, Any]], decisions: Sequence[str]) -> None:
-        """After the response: apply the attempts (idempotent) and remember the decisions."""
+        """After the response: apply the attempts (idempotent) and remember the decisions.
+
+        A failed write does not open the read circuit (reads judge the store themselves);
+        a lost update is caught up by materialisation.
+        """
         if not self.available():
             return
         try:
-            self._get_store().write_many(records, decisions)
-        except Exception:  # noqa: BLE001 - a lost update is caught up by materialisation
-            self._trip()
+            writer = self._get_writer()
+            for i in range(0, len(records), self.WRITE_CHUNK):
+                writer.write_many(
+                    records[i : i + self.WRITE_CHUNK], decisions[i : i + self.WRITE_CHUNK]
+                )
+        except Exception:  # noqa: BLE001 - never fail the after-work loop
+            self._writer = None
 
 
 # ---------------------------------------------------------------------------------------

@@ -98,3 +98,25 @@ def test_batch_size_is_respected(max_batch: int) -> None:
     b = MicroBatcher(rec.run, rec.after, max_batch=max_batch, wait_ms=5, backlog_factor=1)
     asyncio.run(_submit_all(b, [str(i) for i in range(7)]))
     assert max(len(batch) for batch in rec.batches) <= max_batch
+
+
+def test_a_slow_batch_does_not_hold_the_next_one() -> None:
+    done: list[str] = []
+
+    def run(records: list[dict], arrived: list[float], traces: list) -> list[dict]:
+        if any(r["id"] == "slow" for r in records):
+            time.sleep(0.3)
+        return [{"id": r["id"]} for r in records]
+
+    b = MicroBatcher(run, lambda *_: None, max_batch=1, wait_ms=1, in_flight=2)
+
+    async def scenario() -> None:
+        async def one(i: str, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await b.submit({"id": i}, time.monotonic(), None)
+            done.append(i)
+
+        await asyncio.gather(one("slow", 0), one("fast", 0.05))
+
+    asyncio.run(scenario())
+    assert done == ["fast", "slow"]
