@@ -266,15 +266,19 @@ def main(argv: list[str] | None = None) -> None:
         "fused": f"{SERVE_BASE}/fused",
         "graph": f"{SERVE_BASE}/graph",
     }
-    baseline = start_baseline(paths, log_root / "baseline") if "baseline" in wanted else None
+    baseline = None
     try:
         if {"fused", "graph"} & set(wanted):
             log("deploying the fused and graph applications on the local Ray cluster ...")
             deploy(paths, log_root / "serve", args.fused_replicas)
-        for name in wanted:
-            wait_healthy(urls[name], key)
+            for name in {"fused", "graph"} & set(wanted):
+                wait_healthy(urls[name], key)
         results: dict[str, Any] = {"topologies": {}}
         for name in wanted:
+            if name == "baseline":  # runs only while measured: the Ray apps stay up, idle
+                baseline = start_baseline(paths, log_root / "baseline")
+                wait_healthy(urls[name], key)
+            settle()
             body = bodies(attempts, f"{name}-{run_id}")
             log(f"{name}: {urls[name]}")
             warm(urls[name], key, body)
@@ -282,10 +286,13 @@ def main(argv: list[str] | None = None) -> None:
                 find_max(urls[name], key, body, 50, args.factor, args.step_seconds, log)
             )
             results["topologies"][name] = {"max_rps": round(best, 1), "steps": steps}
-            time.sleep(2)
+            if name == "baseline" and baseline is not None:
+                stop(baseline)
+                baseline = None
         if "fused" in wanted and results["topologies"]["fused"]["max_rps"] > 0:
             fmax = results["topologies"]["fused"]["max_rps"]
             body = bodies(attempts, f"hold-{run_id}")
+            settle()
             log(f"fused at 70% of its maximum ({0.7 * fmax:.0f}/s) for {args.hold_seconds:.0f} s")
             at70 = asyncio.run(
                 run_step(urls["fused"], key, body, 0.7 * fmax, args.hold_seconds)
@@ -332,11 +339,34 @@ def main(argv: list[str] | None = None) -> None:
         write(args.name, results, "bench.serving")
     finally:
         if baseline is not None:
-            baseline.send_signal(signal.SIGTERM)
-            try:
-                baseline.wait(10)
-            except subprocess.TimeoutExpired:
-                baseline.kill()
+            stop(baseline)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def settle(max_wait_s: float = 60.0) -> None:
+    """Wait until the machine is idle again (replicas starting, the previous run's
+    after-response work): measure a topology, not the one before it."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        before = _busy()
+        time.sleep(2.0)
+        after = _busy()
+        busy = (after[0] - before[0]) / max(1, after[1] - before[1])
+        if busy < 0.15:
+            return
+
+
+def _busy() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 if __name__ == "__main__":
