@@ -32,6 +32,8 @@ class RegionConfig(pydantic.BaseModel):
     explain_top: pydantic.PositiveInt = 5
     max_batch: pydantic.PositiveInt = 32
     batch_wait_ms: pydantic.NonNegativeFloat = 2
+    max_event_future_s: pydantic.NonNegativeFloat | None = 300
+    max_event_age_s: pydantic.PositiveFloat | None = None
 
     @property
     def budget_ms(self) -> float:
