@@ -11,7 +11,7 @@ DAYS ?= 90
 TX_PER_DAY ?= 4000
 SEED ?= 7
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean audit chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.simulator_throughput
 	$(PY) -m bench.feature_views
+
+# known vulnerabilities in every installed dependency (the project itself is not on PyPI)
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+
+# the chaos suite alone, longer: make chaos CHAOS_ARGS=--chaos-long
+chaos: $(STAMP)
+	$(PY) -m pytest -q tests/chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf data reports .run

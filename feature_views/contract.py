@@ -14,7 +14,8 @@ The same rules hold for every text field, in the API and in tables alike (one se
 checks, :func:`text_problem`): at most 128 characters; no control, format (bidirectional
 overrides, zero-width), surrogate or private-use characters — they make ids that look equal
 but differ, or render log lines misleadingly; no embedded card number (a 13-19 digit run
-passing Luhn, from a card network's range 2-6) and no e-mail address, since ids are stored
+passing Luhn, from a card network's range 2-6, standing apart from letters and other
+digits) and no e-mail address, since ids are stored
 and logged as they are. Timestamps must lie in :data:`TIME_RANGE`; the serving API further
 bounds ``event_time`` by its region's clock window (``serve_graph.config``).
 """
@@ -184,7 +185,8 @@ FORBIDDEN_RANGES: tuple[tuple[int, int], ...] = (
 _FORBIDDEN = re.compile(
     "[" + "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in FORBIDDEN_RANGES) + "]"
 )
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){12,18}")
+# a digit run standing on its own (not inside a longer token such as a hex uuid)
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9])")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 # A cheap superset of the problems above, run by Arrow over whole columns before the
 # exact Python checks look at the few rows it flags.
@@ -307,14 +309,13 @@ class _AttemptBase(pydantic.BaseModel):
             raise ValueError(
                 "timestamp must carry a timezone (UTC expected), e.g. 2026-11-28T12:00:00Z"
             )
+        outside = f"timestamp outside {TIME_RANGE[0]:%Y-%m-%d} .. {TIME_RANGE[1]:%Y-%m-%d} (UTC)"
         try:
             value = value.astimezone(UTC)
-        except OverflowError:
-            value = TIME_RANGE[0] if value.year < 2000 else TIME_RANGE[1]
+        except OverflowError as exc:  # year 1 or 9999 shifted past what datetime holds
+            raise ValueError(outside) from exc
         if not TIME_RANGE[0] <= value < TIME_RANGE[1]:
-            raise ValueError(
-                f"timestamp outside {TIME_RANGE[0]:%Y-%m-%d} .. {TIME_RANGE[1]:%Y-%m-%d} (UTC)"
-            )
+            raise ValueError(outside)
         return value
 
     @pydantic.field_validator("*", mode="after")

@@ -147,8 +147,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
+                if seen > self.limit:  # an HTTPException passes FastAPI's body parsing as is
+                    raise HTTPException(413, f"body larger than {self.limit} bytes")
             return message
 
         async def tracked(message: Message) -> None:
@@ -158,13 +158,10 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, tracked)
-        except _BodyTooLarge:
-            if not started:
-                await too_large(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        except HTTPException as exc:  # raised by `counted` outside FastAPI's handlers
+            if exc.status_code != 413 or started:
+                raise
+            await too_large(scope, receive, send)
 
 
 def _event_time_problem(event_time: Any, region: RegionConfig | None) -> str | None:

@@ -36,6 +36,7 @@ class Answer:
     degraded_reason: str | None = None
     decision_id: str | None = None
     action: str | None = None
+    server_ms: float | None = None  # the service's own latency_ms (from arrival to decision)
     error: str | None = None
 
 
@@ -57,6 +58,10 @@ class LoadResult:
     def worst_ms(self) -> float:
         return max((a.latency_ms for a in self.answers), default=0.0)
 
+    @property
+    def worst_server_ms(self) -> float:
+        return max((a.server_ms or 0.0 for a in self.answers), default=0.0)
+
     def percentile_ms(self, q: float) -> float:
         values = sorted(a.latency_ms for a in self.answers)
         if not values:
@@ -77,6 +82,7 @@ class LoadResult:
             "errors": len(self.errors),
             "status_5xx": sum(1 for a in self.answers if a.status >= 500),
             "worst_ms": round(self.worst_ms, 1),
+            "worst_server_ms": round(self.worst_server_ms, 1),
             "p99_ms": round(self.percentile_ms(99), 1),
             "p50_ms": round(self.percentile_ms(50), 1),
             "rungs": dict(sorted(rungs.items())),
@@ -178,6 +184,7 @@ class LoadDriver:
             answer.degraded_reason = degraded.get("reason")
             answer.decision_id = data.get("decision_id")
             answer.action = data.get("action")
+            answer.server_ms = data.get("latency_ms")
         else:
             answer.error = resp.text[:300]
         self.result.answers.append(answer)
