@@ -188,3 +188,19 @@ def store_and_log_state(app: ServedApp, redis: RedisServer) -> dict:
         for p in sorted(app.log_dir.rglob("segment-*.jsonl"))
     }
     return {"dbsize": client.dbsize(), "keys": dump, "log": log}
+
+
+def assert_on_time(result: LoadResult, deadline_ms: float) -> None:
+    """The latency promise, as a shared 2-core machine can check it without flaking.
+
+    p99 inside the deadline on both clocks (the service's own, arrival to decision, and
+    the client's); and no answer anywhere near a hang (twice the deadline), so a blocked
+    call or a missed timeout fails the test while a scheduler hiccup does not.
+    """
+    summary = result.summary()
+    server = sorted(a.server_ms or 0.0 for a in result.ok)
+    p99_server = server[min(len(server) - 1, int(0.99 * len(server)))] if server else 0.0
+    assert p99_server < deadline_ms, summary
+    assert result.percentile_ms(99) < deadline_ms, summary
+    assert result.worst_server_ms < 2 * deadline_ms, summary
+    assert result.worst_ms < 2 * deadline_ms, summary

@@ -2,10 +2,10 @@
 
 The store sits behind :class:`LatencyProxy` on loopback. Under a steady open-loop load the
 injected delay goes 0 → 50 ms → 500 ms → 0. The promise under test: every attempt gets a
-200 inside the region's 120 ms deadline; while Redis is slower than its 25 ms share the
-decisions say so (rung 3, reason "online store"); once the delay is gone the full path is
-back within seconds, without a restart; and no decision a client received is missing
-from the decision log.
+200 inside the region's 120 ms deadline (p99, and never near a hang: ``assert_on_time``);
+while Redis is slower than its 25 ms share the decisions say so (rung 3, reason "online
+store"); once the delay is gone the full path is back within seconds, without a restart;
+and no decision a client received is missing from the decision log.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from serve_graph.config import load_region
-from tests.chaos.conftest import decisions_in_log, record_row
+from tests.chaos.conftest import assert_on_time, decisions_in_log, record_row
 from tests.chaos.load import LoadDriver
 from tests.chaos.proxy import LatencyProxy
 
@@ -45,10 +45,7 @@ def test_slow_store_keeps_deadlines_and_recovers(redis_server, serve, scale) -> 
 
     summary = result.summary()
     assert summary["status_5xx"] == 0 and not result.errors, result.errors[:3]
-    # the service's own clock, arrival to decision: every answer inside the deadline; the
-    # client's clock adds this shared 2-core machine's scheduling, so its p99 is held to it
-    assert result.worst_server_ms < region.deadline_ms, summary
-    assert result.percentile_ms(99) < region.deadline_ms, summary
+    assert_on_time(result, region.deadline_ms)
 
     grace = 0.1  # attempts already past their Redis read when the delay changed
     healthy = result.between(0.0, starts[1])
