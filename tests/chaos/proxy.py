@@ -6,14 +6,16 @@ store is real network latency, not a mocked client. ``pause()`` holds replies un
 ``resume()`` (a hung server); ``kill()`` drops every connection and stops listening (a dead
 server) until ``revive()`` listens again on the same port.
 
-The proxy runs its own asyncio loop in a daemon thread, so tests drive it from ordinary
-synchronous code.
+The proxy runs in its own process (its asyncio loop in a thread there), driven from the
+test over a pipe: in the test's process it would share the GIL with the load driver, and
+a busy driver would then look like a slow Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 import time
 from collections.abc import Coroutine
@@ -22,6 +24,80 @@ from typing import Any
 
 class LatencyProxy:
     """Forwards ``127.0.0.1:port`` to ``upstream``; replies are delayed by ``delay_ms``."""
+
+    def __init__(self, upstream_host: str, upstream_port: int, delay_ms: float = 0.0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve, args=(child, upstream_host, upstream_port, delay_ms), daemon=True
+        )
+        self.port = 0
+
+    def _send(self, *command: Any) -> Any:
+        self._conn.send(command)
+        if not self._conn.poll(15):
+            raise RuntimeError(f"latency proxy did not answer {command[0]!r}")
+        return self._conn.recv()
+
+    def start(self) -> LatencyProxy:
+        self._proc.start()
+        self.port = self._send("start")
+        return self
+
+    def set_delay(self, delay_ms: float) -> None:
+        """Hold each upstream reply this long from now on (milliseconds)."""
+        self._send("set_delay", delay_ms)
+
+    def pause(self) -> None:
+        """Stop delivering replies (connections stay open): the upstream seems hung."""
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def kill(self) -> None:
+        """Close every connection and stop listening: the upstream seems dead."""
+        self._send("kill")
+
+    def revive(self) -> None:
+        """Listen again on the same port."""
+        self._send("revive")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._send("close")
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LatencyProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(conn: Any, upstream_host: str, upstream_port: int, delay_ms: float) -> None:
+    """The proxy process: obey commands from the pipe until ``close``."""
+    proxy = _ProxyLoop(upstream_host, upstream_port, delay_ms)
+    while True:
+        command, *args = conn.recv()
+        if command == "start":
+            conn.send(proxy.start().port)
+        elif command == "close":
+            proxy.close()
+            conn.send(None)
+            return
+        else:
+            conn.send(getattr(proxy, command)(*args))
+
+
+class _ProxyLoop:
+    """The proxy itself: an asyncio loop in a daemon thread of the proxy process."""
 
     def __init__(self, upstream_host: str, upstream_port: int, delay_ms: float = 0.0) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -34,7 +110,7 @@ class LatencyProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     # ---- control (thread-safe, synchronous) ---------------------------------------------
-    def start(self) -> LatencyProxy:
+    def start(self) -> _ProxyLoop:
         self._thread.start()
         self._call(self._init())
         self._call(self._listen())
@@ -64,16 +140,6 @@ class LatencyProxy:
             self._call(self._kill())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LatencyProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- inside the loop ---------------------------------------------------------------
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
