@@ -11,7 +11,7 @@ DAYS ?= 90
 TX_PER_DAY ?= 4000
 SEED ?= 7
 
-.PHONY: venv run test lint bench clean audit chaos
+.PHONY: venv run test lint bench bench-serving clean audit chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.simulator_throughput
 	$(PY) -m bench.feature_views
+	$(PY) -m bench.replication
+	$(PY) -m bench.offline_engine
+
+# open-loop load: single-process baseline vs fused vs graph, one run (~10 min)
+bench-serving: $(STAMP)
+	$(PY) -m bench.serving
 
 # known vulnerabilities in every installed dependency (the project itself is not on PyPI)
 audit: $(STAMP)

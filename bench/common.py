@@ -59,6 +59,8 @@ def write(name: str, results: dict[str, Any], module: str) -> Path:
         "git_revision": git_revision(),
         "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        # other jobs share the machine: the load when the run ended says how much
+        "load_average_1_5_15m": [round(x, 2) for x in os.getloadavg()],
         "results": results,
     }
     path = RESULTS / f"{name}.json"

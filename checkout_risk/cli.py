@@ -606,6 +606,15 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_dev_key)
 
 
+# ---- monitoring: drift, quality, guardrails ---------------------------------------------
+
+
+def _add_monitoring(sub: argparse._SubParsersAction) -> None:
+    from monitoring.jobs import add_subcommands
+
+    add_subcommands(sub)
+
+
 # ---- main -------------------------------------------------------------------------------
 
 
@@ -621,6 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(sub)
     _add_cluster(sub)
     _add_serving(sub)
+    _add_monitoring(sub)
+    from checkout_risk.regions_cli import add_regions
+
+    add_regions(sub)
     return parser
 
 

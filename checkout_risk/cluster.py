@@ -1,9 +1,9 @@
 """The local Ray cluster that `make run` and the tests use, and job submission to it.
 
 One head node on this machine: GCS on port 6390 (6379 is Redis's), dashboard and job API on
-127.0.0.1:8265, token authentication on (the token lives in ``~/.ray/auth_token``), usage
-statistics off, Serve's direct ingress with HAProxy on 127.0.0.1:8000. Every command here
-is idempotent: ``up`` reuses a running cluster.
+127.0.0.1:8265, Prometheus metrics on :8090, token authentication on (the token lives in
+``~/.ray/auth_token``), usage statistics off, Serve's direct ingress with HAProxy on
+127.0.0.1:8000. Every command here is idempotent: ``up`` reuses a running cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GCS_PORT = int(os.environ.get("CHECKOUT_RISK_RAY_PORT", "6390"))
 DASHBOARD_PORT = int(os.environ.get("CHECKOUT_RISK_DASHBOARD_PORT", "8265"))
+# Prometheus scrapes Ray's and Serve's metrics (ours included) here
+METRICS_PORT = int(os.environ.get("CHECKOUT_RISK_METRICS_PORT", "8090"))
 ADDRESS = f"127.0.0.1:{GCS_PORT}"
 JOBS_URL = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
@@ -61,10 +63,27 @@ def is_up() -> bool:
         return False
 
 
+def ensure_token() -> None:
+    """Create this machine's cluster token on first use (a fresh machine has none).
+
+    `ray start` with token auth refuses to run without one; `--generate` keeps an existing
+    token, so this is idempotent.
+    """
+    env = ray_env()
+    if env.get("RAY_AUTH_MODE") != "token" or env.get("RAY_AUTH_TOKEN"):
+        return
+    result = subprocess.run(
+        [_ray(), "get-auth-token", "--generate"], env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"could not create the Ray auth token:\n{result.stderr[-2000:]}")
+
+
 def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
     """Start the head node unless it is already running; returns the GCS address."""
     if is_up():
         return ADDRESS
+    ensure_token()
     cmd = [
         _ray(),
         "start",
@@ -75,6 +94,7 @@ def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={DASHBOARD_PORT}",
+        f"--metrics-export-port={METRICS_PORT}",
         "--disable-usage-stats",
     ]
     result = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True)

@@ -424,20 +424,42 @@ def usd_amounts(amount: np.ndarray, currency: np.ndarray) -> np.ndarray:
 def normalize_attempts(frame: pd.DataFrame | pa.Table) -> pd.DataFrame:
     """Return attempts in contract form: every column present, typed, defaults filled.
 
-    Accepts a DataFrame or an Arrow table (the fast path for Parquet: coercion happens in
-    Arrow's C++ kernels). Extra columns are dropped. Raises ContractError naming the first
-    problem found.
+    Accepts a DataFrame or an Arrow table. Extra columns are dropped. Raises ContractError
+    naming the first problem found.
+    """
+    return normalize_attempts_table(frame).to_pandas()
+
+
+def normalize_attempts_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    """:func:`normalize_attempts`, returning an Arrow table (the offline engine's input).
+
+    Parquet input stays in Arrow: casts, defaults and checks run in Arrow's C++ kernels,
+    so strings never become Python objects here. DataFrames are coerced in pandas first;
+    both then pass through the same checks.
     """
     if isinstance(frame, pa.Table):
-        out = _coerce_arrow(frame)
-        if out is None:  # types Arrow cannot cast (e.g. free-form time strings)
-            return normalize_attempts(frame.to_pandas())
+        table = _coerce_arrow(frame)
+        if table is None:  # types Arrow cannot cast (e.g. free-form time strings)
+            table = _from_pandas(_coerce_pandas(frame.to_pandas()))
     else:
-        out = _coerce_pandas(frame)
-    return _check_values(out)
+        table = _from_pandas(_coerce_pandas(frame))
+    return _check_values(table)
 
 
-def _coerce_arrow(table: pa.Table) -> pd.DataFrame | None:
+# Every field nullable: the checks below, not the conversion, report bad values.
+_LOOSE_ATTEMPT_SCHEMA = pa.schema([pa.field(f.name, f.arrow_type) for f in ATTEMPT_FIELDS])
+
+
+def _from_pandas(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=_LOOSE_ATTEMPT_SCHEMA, preserve_index=False)
+
+
+def attempts_table(frame: pd.DataFrame) -> pa.Table:
+    """Contract-form attempts (from :func:`normalize_attempts`) as Arrow, without re-checking."""
+    return _from_pandas(frame[[f.name for f in ATTEMPT_FIELDS]])
+
+
+def _coerce_arrow(table: pa.Table) -> pa.Table | None:
     import pyarrow.compute as pc
 
     missing = [c for c in REQUIRED_ATTEMPT_COLUMNS if c not in table.schema.names]
@@ -459,7 +481,7 @@ def _coerce_arrow(table: pa.Table) -> pd.DataFrame | None:
         if f.default is not None and arr.null_count:
             arr = pc.fill_null(arr, pa.scalar(f.default, f.arrow_type))
         columns[f.name] = arr
-    return pa.table(columns).to_pandas()
+    return pa.table(columns)
 
 
 def _coerce_pandas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -485,67 +507,84 @@ def _coerce_pandas(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _check_text(out: pd.DataFrame) -> None:
+def _check_text(table: pa.Table) -> None:
     """The API's text rules over whole columns: Arrow flags candidates, Python decides."""
     import pyarrow.compute as pc
 
     for f in ATTEMPT_FIELDS:
         if f.arrow_type != pa.string():
             continue
-        column = out[f.name]
-        try:
-            arr = pa.array(column, type=pa.string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as exc:
-            raise ContractError(f"attempts table column {f.name!r} is not valid text") from exc
-        flagged = pc.fill_null(pc.match_substring_regex(arr, _ARROW_PREFILTER), False)
+        column = table.column(f.name)
+        flagged = pc.fill_null(pc.match_substring_regex(column, _ARROW_PREFILTER), False)
         if not pc.any(flagged).as_py():
             continue
-        for value in column[flagged.to_numpy(zero_copy_only=False)]:
+        for value in column.filter(flagged).to_pylist():
             problem = text_problem(value)
             if problem:
                 raise ContractError(f"attempts table column {f.name!r} has a value that {problem}")
 
 
-def _check_times(out: pd.DataFrame) -> None:
-    lo, hi = (pd.Timestamp(t) for t in TIME_RANGE)
+def _check_times(table: pa.Table) -> None:
+    import pyarrow.compute as pc
+
+    lo, hi = TIME_RANGE
     for name in ("event_time", "merchant_created_at"):
-        times = out[name].dropna()
-        if len(times) and (times.min() < lo or times.max() >= hi):
+        bounds = pc.min_max(table.column(name)).as_py()
+        if bounds["min"] is not None and (bounds["min"] < lo or bounds["max"] >= hi):
             raise ContractError(
                 f"attempts table has {name} outside {lo:%Y-%m-%d} .. {hi:%Y-%m-%d} (UTC)"
             )
 
 
-def _check_values(out: pd.DataFrame) -> pd.DataFrame:
-    amount = out["amount"].to_numpy()
+# Python's \d (str patterns) is Unicode's Nd, so RE2's \p{Nd} preselects exactly the
+# card_ids the full Luhn check must see.
+_PAN_SHAPE = r"^[\p{Nd} \-]{13,23}$"
+
+
+def _check_values(table: pa.Table) -> pa.Table:
+    import pyarrow.compute as pc
+
+    amount = table.column("amount").to_numpy()
     if not np.isfinite(amount).all() or (amount <= 0).any():
         raise ContractError("attempts table has amounts that are not finite numbers > 0")
     if (amount > MAX_AMOUNT).any():
         raise ContractError(f"attempts table has amounts above {MAX_AMOUNT:,}")
-    _check_times(out)
-    out["currency"] = out["currency"].str.upper()
-    unknown = set(out["currency"].unique()) - set(USD_PER_UNIT)
+    _check_times(table)
+    # upper-case each distinct currency with Python's str.upper (a handful of values)
+    currency = table.column("currency").combine_chunks().dictionary_encode()
+    codes = currency.dictionary.to_pylist()
+    upper = [c if c is None else c.upper() for c in codes]
+    unknown = set(upper) - set(USD_PER_UNIT)
     if unknown:
         raise ContractError(f"attempts table has unknown currencies: {sorted(unknown)}")
-    usd = out["amount_usd"].to_numpy()
-    if np.isnan(usd).any():
-        out["amount_usd"] = np.where(
-            np.isnan(usd), usd_amounts(amount, out["currency"].to_numpy()), usd
+    if upper != codes:
+        currency = pa.DictionaryArray.from_arrays(currency.indices, pa.array(upper, pa.string()))
+        table = table.set_column(
+            table.schema.get_field_index("currency"), "currency", currency.cast(pa.string())
         )
-    usd = out["amount_usd"].to_numpy()
+    usd = table.column("amount_usd").to_numpy()
+    if np.isnan(usd).any():
+        names = np.array(upper, dtype=object)[currency.indices.to_numpy()]
+        usd = np.where(np.isnan(usd), usd_amounts(amount, names), usd)
+        table = table.set_column(
+            table.schema.get_field_index("amount_usd"), "amount_usd", pa.array(usd, pa.float64())
+        )
     if not np.isfinite(usd).all() or (usd <= 0).any():
         raise ContractError("attempts table has amount_usd values that are not finite and > 0")
-    if out["transaction_id"].duplicated().any():
-        dup = out.loc[out["transaction_id"].duplicated(), "transaction_id"].iloc[0]
+    transaction_id = table.column("transaction_id")
+    if pc.count_distinct(transaction_id).as_py() != table.num_rows:
+        ids = transaction_id.to_pandas()
+        dup = ids[ids.duplicated()].iloc[0]
         raise ContractError(f"attempts table has duplicate transaction_id {dup!r}")
-    candidates = out["card_id"].str.fullmatch(r"[\d \-]{13,23}").fillna(False).astype(bool)
-    pans = out.loc[candidates, "card_id"].map(looks_like_pan)
-    if pans.any():
+    card = table.column("card_id")
+    shaped = pc.fill_null(pc.match_substring_regex(card, _PAN_SHAPE), False)
+    pans = sum(looks_like_pan(v) for v in card.filter(shaped).to_pylist())
+    if pans:
         raise ContractError(
-            f"attempts table has {int(pans.sum())} card_id value(s) that look like card numbers"
+            f"attempts table has {pans} card_id value(s) that look like card numbers"
         )
-    _check_text(out)
-    return out
+    _check_text(table)
+    return table
 
 
 def normalize_labels(frame: pd.DataFrame) -> pd.DataFrame:

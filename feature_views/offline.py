@@ -3,26 +3,32 @@
 Interprets ``definitions.py`` with vectorised numpy over whole partitions; there is no
 per-attempt Python loop. Windows are found with ``searchsorted`` over a composite
 (entity, time) key; sums come from prefix sums of integer cents (exact); distinct counts,
-same-merchant counts and z-scores walk back through the window one lag at a time for all
-attempts at once (work proportional to the window sizes, not to the table squared).
+same-merchant counts and z-scores run over every (attempt, window entry) pair at once
+(work proportional to the window sizes, not to the table squared).
 
 Tables larger than memory are processed in time-ordered partitions (one UTC day each):
 :class:`OfflineState` carries just what later partitions need — the last 30 days of slim
-history for exact windows, bucket aggregates for bucketed windows and label statistics,
-and each entity's first/last attempt time.
+history for exact windows (kept in (entity, time) order, so a day merges in linear time),
+bucket aggregates for bucketed windows and label statistics, and each entity's first/last
+attempt time. Partitions stay in Arrow until the views: string keys become stable integer
+codes from Arrow's dictionary encoding, and a reader thread decodes the next partition
+while the views of this one run in two threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from feature_views.contract import FRAUD_LABEL_KINDS
+from feature_views.contract import FRAUD_LABEL_KINDS, attempts_table
 from feature_views.definitions import (
     ACTIVITY_VIEWS,
     BUCKETED_VIEWS,
@@ -41,6 +47,7 @@ from feature_views.request_features import STRING_INPUTS, request_features
 
 GLOBAL_KEY = "*"
 NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
+LAG_PAIRS = 1 << 21  # (attempt, window entry) pairs walked at once by _lag_aggregations
 Z_LIMIT = 20.0  # z-scores are clipped: two near-identical past amounts make std tiny
 DAY_MS = 86_400_000
 LABEL_KEY_COLUMNS = tuple(e.key for e in LABEL_ENTITIES if e.key)
@@ -87,33 +94,118 @@ def fraud_labels(labels: pd.DataFrame, attempts_keys: pd.DataFrame) -> pd.DataFr
     return joined
 
 
+_POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64)]  # 31 ** i modulo 2**64
+
+
+def _powers(n: int) -> np.ndarray:
+    if len(_POWERS[0]) < n:
+        factors = np.full(2 * n, 31, dtype=np.uint64)
+        factors[0] = 1
+        _POWERS[0] = np.cumprod(factors)  # wraps modulo 2**64, as intended
+    return _POWERS[0]
+
+
+def _string_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash of every string of a null-free Arrow string array, from its buffers.
+
+    Vectorised over the bytes (no Python string is created): a polynomial over the bytes,
+    mixed with the length and finished with splitmix64. Not collision-free; callers verify.
+    """
+    n = len(values)
+    offsets = np.frombuffer(
+        values.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * values.offset
+    )
+    offsets = offsets.astype(np.int64)
+    lengths = np.diff(offsets)
+    h = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    if offsets[-1] > offsets[0]:
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        starts = offsets[:-1] - offsets[0]
+        owner_start = np.repeat(starts, lengths)
+        position = np.arange(len(data), dtype=np.int64) - owner_start
+        terms = (data.astype(np.uint64) + np.uint64(1)) * _powers(int(lengths.max()))[position]
+        nonempty = lengths > 0
+        h[nonempty] += np.add.reduceat(terms, starts[nonempty])
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+_STORED = pa.large_string()  # 64-bit offsets: all values ever seen may exceed 2 GB
+
+
 class _Codes:
     """Stable integer codes for one column's string values, across partitions.
 
     Sorting and grouping integers is an order of magnitude cheaper than strings, and
     stable codes let carried history stay encoded between partitions. Each partition is
-    factorised on its own (a small hash table); only its distinct values touch the
-    dictionary of everything seen so far.
+    dictionary-encoded by Arrow; only its distinct values are then looked up among
+    everything seen so far, by 64-bit hash in a sorted array (vectorised, no Python
+    strings). Every hash hit is verified against the stored value, so a collision never
+    merges two keys: the rare value whose hash is taken gets its own code through a
+    small dictionary.
     """
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
+        self.hashes = np.empty(0, dtype=np.uint64)  # sorted
+        self.hash_codes = np.empty(0, dtype=np.int64)  # the code registered under each hash
+        self.values: list[pa.Array] = []  # the value of every code, in code order
+        self.overflow: dict[str, int] = {}  # values whose hash belongs to another value
+        self.size = 0
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Codes for `values` (None/NaN -> -1), adding unseen values."""
-        local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
-        index = self.index
-        mapped = np.empty(len(uniques) + 1, dtype=np.int64)
-        for i, value in enumerate(uniques):
-            code = index.get(value)
-            if code is None:
-                code = index[value] = len(index)
-            mapped[i] = code
-        mapped[-1] = -1  # factorize's NA sentinel (-1) picks the last slot
-        return mapped[local]
+        encoded = pa.array(values, type=pa.string(), from_pandas=True).dictionary_encode()
+        return self.codes_of(encoded.dictionary)[encoded.indices.fill_null(-1).to_numpy()]
+
+    def codes_of(self, uniques: pa.Array) -> np.ndarray:
+        """Code of each of the distinct, null-free `uniques`, adding unseen ones; then -1 in
+        a last slot, so dictionary indices with -1 for missing pick -1.
+        """
+        n = len(uniques)
+        codes = np.full(n + 1, -1, dtype=np.int64)
+        h = _string_hashes(uniques)
+        clash = np.zeros(n, dtype=bool)
+        found = np.zeros(n, dtype=bool)
+        if len(self.hashes):
+            at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            found = self.hashes[at] == h
+            if found.any():
+                hit = np.flatnonzero(found)
+                known = pa.chunked_array(self.values, _STORED).take(self.hash_codes[at[hit]])
+                mine = uniques.take(hit).cast(_STORED)
+                same = pc.equal(known, mine).to_numpy(zero_copy_only=False)
+                codes[hit[same]] = self.hash_codes[at[hit[same]]]
+                clash[hit[~same]] = True
+        unseen = np.flatnonzero(~found)
+        new_hashes, first = np.unique(h[unseen], return_index=True)
+        register = unseen[first]
+        clash[unseen] = True  # a second value with one of these new hashes clashes ...
+        clash[register] = False  # ... while the first registers it
+        if len(register):
+            fresh = np.arange(self.size, self.size + len(register))
+            codes[register] = fresh
+            self.size += len(register)
+            self.values.append(uniques.take(register).cast(_STORED))
+            where = np.searchsorted(self.hashes, new_hashes)
+            self.hashes = np.insert(self.hashes, where, new_hashes)
+            self.hash_codes = np.insert(self.hash_codes, where, fresh)
+        for i in np.flatnonzero(clash).tolist():  # 64-bit collisions: practically never
+            value = uniques[i].as_py()
+            if value not in self.overflow:
+                self.overflow[value] = self.size
+                self.size += 1
+                self.values.append(pa.array([value], _STORED))
+            codes[i] = self.overflow[value]
+        if len(self.values) > 64:  # keep lookups of stored values cheap
+            self.values = [pa.concat_arrays(self.values)]
+        return codes
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.size
 
 
 @dataclasses.dataclass
@@ -145,27 +237,21 @@ class OfflineState:
 BUCKET_BITS = 21  # bucket indices (hours or days since 1970) stay below 2**21 until 2209
 
 
-def _lag_order(count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Queries by descending window size, and how many have at least k entries (index k).
-
-    Walking lag k = 1, 2, ... only touches the prefix of queries whose window is that
-    deep, so the total work is the sum of window sizes.
-    """
-    order = np.argsort(-count, kind="stable")
-    max_k = int(count.max()) if len(count) else 0
-    depth = len(count) - np.searchsorted(np.sort(count), np.arange(max_k + 1), side="left")
-    return order, depth
-
-
 @dataclasses.dataclass
 class _Timeline:
     prev_ms: np.ndarray  # latest attempt strictly before t (-1 if none)
     first_ms: np.ndarray  # first attempt strictly before t (-1 if none)
 
 
-def _search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """np.searchsorted(..., side='left') with needles sorted first: far fewer cache misses."""
-    order = np.argsort(needles, kind="stable")
+def _search(
+    haystack: np.ndarray, needles: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """np.searchsorted(..., side='left') with needles sorted first: far fewer cache misses.
+
+    `order` (an argsort of needles, or of needles shifted by a constant) saves the sort.
+    """
+    if order is None:
+        order = np.argsort(needles, kind="stable")
     found = np.empty(len(needles), dtype=np.int64)
     found[order] = np.searchsorted(haystack, needles[order], side="left")
     return found
@@ -189,16 +275,20 @@ def _timeline(
     q_ts: np.ndarray,
     state: OfflineState,
     view_name: str,
+    q_order: np.ndarray,
+    hi: np.ndarray | None = None,
 ) -> _Timeline:
     """prev/first attempt strictly before each query, from `ref` plus carried state.
 
     `comp` is the sorted composite (code * span + ts - base) of the reference attempts;
-    anything older than the reference comes from the carried first/last arrays.
+    anything older than the reference comes from the carried first/last arrays. `q_order`
+    sorts the queries by (code, time), hence also by code; `hi`, when the caller has it,
+    is each valid query's search position of (code, time) in `comp`.
     """
     valid = q_codes >= 0
-    q_comp = q_codes * span + (q_ts - base)
-    hi = _search(comp, q_comp)
-    start = _search(comp, q_codes * span)
+    if hi is None:
+        hi = _search(comp, q_codes * span + (q_ts - base), q_order)
+    start = _search(comp, q_codes * span, q_order)
     has_prev = valid & (hi > start)
     safe = max(len(ref_ts) - 1, 0)
     prev = np.where(has_prev, ref_ts[np.clip(hi - 1, 0, safe)] if len(ref_ts) else -1, -1)
@@ -251,34 +341,49 @@ def _composite(ts: np.ndarray, extra: np.ndarray | None = None) -> tuple[int, in
 # ---------------------------------------------------------------------------------------
 
 
-def _activity(
-    view: ActivityView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> dict[str, np.ndarray]:
-    """Features of `view` for every row of `part` (time-ordered); updates the history."""
-    t = part["event_ms"].to_numpy(dtype=np.int64)
-    cents = part["amount_cents"].to_numpy(dtype=np.int64)
+def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    """Features of `view` for every row of `batch` (time-ordered); updates the history."""
+    t, cents, codes = batch.event_ms, batch.amount_cents, batch.codes
     q_codes = codes[view.entity.key]
     valid = q_codes >= 0
-    fresh = {"code": q_codes[valid], "ts": t[valid], "cents": cents[valid]}
+    # fresh rows in (code, time, transaction) order: t is ascending, the sort stable
+    fresh_rows = np.flatnonzero(valid)
+    fresh_rows = fresh_rows[np.argsort(q_codes[fresh_rows], kind="stable")]
+    fresh = {"code": q_codes[fresh_rows], "ts": t[fresh_rows], "cents": cents[fresh_rows]}
     for c in view.columns:
-        fresh[c] = codes[c][valid]
+        fresh[c] = codes[c][fresh_rows]
+    horizon = ms(view.horizon)
+    # Composite keys code * span + (ts - base) order the history by (code, time); rows
+    # older than this partition's earliest window start are never needed again.
+    base = int(t.min()) - horizon - 1
+    span = int(t.max()) - base + 1
+    fresh_comp = fresh["code"] * span + (fresh["ts"] - base)
     carry = state.history.get(view.name)
     if carry is None:
-        ref, history = fresh, fresh
+        history, comp_all = fresh, fresh_comp
     else:
-        # only the history of entities present in this partition matters to it
-        present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
-        present[fresh["code"]] = True
-        relevant = present[carry["code"]]
-        ref = {k: np.concatenate([carry[k][relevant], fresh[k]]) for k in fresh}
-        history = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
-    # history is time-ordered (carry older than every fresh row, fresh sorted by time and
-    # transaction): a stable sort by code alone yields (code, time, transaction) order.
-    order = np.argsort(ref["code"], kind="stable")
-    ref = {k: v[order] for k, v in ref.items()}
-    horizon = ms(view.horizon)
-    base, span = _composite(ref["ts"], t - horizon)
-    comp = ref["code"] * span + (ref["ts"] - base)
+        # The carried history is kept in (code, time, transaction) order, so this
+        # partition's rows merge into it in linear time instead of re-sorting all of it:
+        # one index array says where every kept row goes, then one gather per column.
+        kept = np.flatnonzero(carry["ts"] > base)
+        carry_comp = carry["code"][kept] * span + (carry["ts"][kept] - base)
+        # equal keys: carried (older) rows first, as they happened
+        at = np.searchsorted(carry_comp, fresh_comp, side="right") + np.arange(len(fresh_comp))
+        source = np.empty(len(kept) + len(fresh_comp), dtype=np.int64)
+        from_carry = np.ones(len(source), dtype=bool)
+        from_carry[at] = False
+        source[from_carry] = kept
+        source[at] = len(carry["ts"]) + np.arange(len(fresh_comp))
+        history = {k: np.concatenate([carry[k], fresh[k]])[source] for k in fresh}
+        comp_all = np.empty(len(source), dtype=np.int64)
+        comp_all[from_carry] = carry_comp
+        comp_all[at] = fresh_comp
+    # only the history of entities present in this partition matters to it
+    present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
+    present[fresh["code"]] = True
+    relevant = np.flatnonzero(present[history["code"]])
+    ref = {k: v[relevant] for k, v in history.items()}
+    comp = comp_all[relevant]
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
     # searching with sorted needles lets numpy narrow each search from the previous one
     q_order = np.argsort(q_comp, kind="stable")
@@ -305,14 +410,32 @@ def _activity(
     for window, aggs in lag_windows.items():
         lo = search(window)
         out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
-    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name)
+    tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order, hi)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    first_kept = int(np.searchsorted(history["ts"], int(t.max()) - horizon, side="left"))
-    state.history[view.name] = {k: v[first_kept:] for k, v in history.items()}
+    state.history[view.name] = history
     return out
+
+
+def _lag_pairs(
+    count: np.ndarray, hi: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(q0, q1, query, entry): every (query, window entry) pair of queries q0..q1-1, lag
+    1, 2, ... within each query (the entry at lag k is hi - k), in slices of at most
+    LAG_PAIRS pairs (one query's window may exceed it) so memory stays bounded.
+    """
+    ends = np.cumsum(count)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = np.searchsorted(ends, np.arange(LAG_PAIRS, total, LAG_PAIRS), side="right")
+    for q0, q1 in itertools.pairwise([0, *np.unique(cuts).tolist(), len(count)]):
+        if q1 <= q0:
+            continue
+        c = count[q0:q1]
+        query = np.repeat(np.arange(q0, q1), c)
+        entry = np.repeat(hi[q0:q1] - 1 + np.cumsum(c) - c, c) - np.arange(len(query))
+        yield q0, q1, query, entry
 
 
 def _lag_aggregations(
@@ -323,12 +446,14 @@ def _lag_aggregations(
     codes: dict[str | None, np.ndarray],
     cents: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """distinct / match_count / z-score over [lo, hi), newest entry first (as online)."""
+    """distinct / match_count / z-score over [lo, hi), newest entry first (as online).
+
+    Every (query, lag) pair of the windows is laid out flat, lags 1, 2, ... within each
+    query, so the walk is a few numpy calls whatever the window depth (the work is the
+    sum of window sizes). Float sums accumulate per query in lag order, as online.
+    """
     n = len(lo)
     count = hi - lo
-    order, depth = _lag_order(count)
-    max_k = len(depth) - 1
-    out: dict[str, np.ndarray] = {}
     next_same: dict[str, np.ndarray] = {}
     for a in aggs:
         if a.kind == "distinct" and a.column not in next_same:
@@ -339,29 +464,27 @@ def _lag_aggregations(
             same = pair[o[1:]] == pair[o[:-1]]
             nxt[o[:-1][same]] = o[1:][same]
             next_same[a.column] = nxt
-    acc = {a.name: np.zeros(n, dtype=np.int64) for a in aggs if a.kind != "zscore_log_amount"}
+    out = {a.name: np.zeros(n, dtype=np.int64) for a in aggs if a.kind != "zscore_log_amount"}
     zs = [a for a in aggs if a.kind == "zscore_log_amount"]
-    log_amount = np.log(ref["cents"].astype(np.float64)) if zs else None
     total = np.zeros(n, dtype=np.float64)
-    for k in range(1, max_k + 1):
-        rows = order[: depth[k]]
-        j = hi[rows] - k
+    sq = np.zeros(n, dtype=np.float64)
+    log_amount = np.log(ref["cents"].astype(np.float64)) if zs else None
+    for q0, q1, query, j in _lag_pairs(count, hi):
         for a in aggs:
-            if a.kind == "distinct":
-                acc[a.name][rows] += next_same[a.column][j] >= hi[rows]
+            if a.kind == "distinct":  # an entry counts if its value does not recur before hi
+                newest = next_same[a.column][j] >= hi[query]
+                out[a.name][q0:q1] = np.bincount(query[newest] - q0, minlength=q1 - q0)
             elif a.kind == "match_count":
-                acc[a.name][rows] += ref[a.column][j] == codes[a.column][rows]
+                match = ref[a.column][j] == codes[a.column][query]
+                out[a.name][q0:q1] = np.bincount(query[match] - q0, minlength=q1 - q0)
         if zs:
-            total[rows] += log_amount[j]
-    out.update(acc)
+            np.add.at(total, query, log_amount[j])  # in array order: lag 1, 2, ... per query
     if zs:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = total / count
-        sq = np.zeros(n, dtype=np.float64)
-        for k in range(1, max_k + 1):
-            rows = order[: depth[k]]
-            d = log_amount[hi[rows] - k] - mean[rows]
-            sq[rows] += d * d
+        for _, _, query, j in _lag_pairs(count, hi):
+            d = log_amount[j] - mean[query]
+            np.add.at(sq, query, d * d)
         q_log = np.log(cents.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.sqrt(sq / (count - 1))
@@ -389,24 +512,43 @@ def _aggregate(keys: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, np.
 def _merge_buckets(
     carry: dict[str, np.ndarray] | None, fresh: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
+    """The carried table (sorted, unique keys) plus this partition's rows, still sorted.
+
+    Only the partition is aggregated (sorted); it then merges into the carried table in
+    linear time, so the cost per partition does not grow with a sort of the whole table.
+    """
+    new = _aggregate(fresh["key"], {k: v for k, v in fresh.items() if k != "key"})
     if carry is None or not len(carry["key"]):
-        return _aggregate(fresh["key"], {k: v for k, v in fresh.items() if k != "key"})
-    joined = {k: np.concatenate([carry[k], fresh[k]]) for k in fresh}
-    return _aggregate(joined["key"], {k: v for k, v in joined.items() if k != "key"})
+        return new
+    pos = np.searchsorted(carry["key"], new["key"])
+    hit = carry["key"][np.minimum(pos, len(carry["key"]) - 1)] == new["key"]
+    out = {}
+    for k, v in carry.items():
+        if k == "key":
+            out[k] = np.insert(v, pos[~hit], new[k][~hit])
+        else:
+            merged = v.copy()
+            merged[pos[hit]] += new[k][hit]
+            out[k] = np.insert(merged, pos[~hit], new[k][~hit])
+    return out
 
 
 def _window_sums(
     table: dict[str, np.ndarray],
     q_codes: np.ndarray,
-    lo_bucket: np.ndarray,
-    hi_bucket: np.ndarray,
+    bucket: np.ndarray,
+    window: int,
     columns: tuple[str, ...],
+    q_order: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Per query: sum of columns over buckets lo_bucket <= b < hi_bucket of its code."""
+    """Per query: sum of columns over the `window` buckets of its code before `bucket`.
+
+    `q_order` sorts (code, bucket) keys of the queries (-1 codes counted as 0).
+    """
     valid = q_codes >= 0
-    base = np.where(valid, q_codes, 0) << BUCKET_BITS
-    lo = _search(table["key"], base + lo_bucket)
-    hi = _search(table["key"], base + hi_bucket)
+    key = (np.where(valid, q_codes, 0) << BUCKET_BITS) + bucket
+    lo = _search(table["key"], key - window, q_order)
+    hi = _search(table["key"], key, q_order)
     out = {}
     for c in columns:
         cum = np.concatenate([[0], np.cumsum(table[c])])
@@ -414,26 +556,26 @@ def _window_sums(
     return out
 
 
-def _bucketed(
-    view: BucketedView, part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> dict[str, np.ndarray]:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
-    q_codes = codes[view.entity.key]
+def _bucketed(view: BucketedView, batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    t = batch.event_ms
+    q_codes = batch.codes[view.entity.key]
     valid = q_codes >= 0
     bucket_ms = ms(view.bucket)
     bucket = t // bucket_ms
     fresh = {
         "key": (q_codes[valid] << BUCKET_BITS) + bucket[valid],
         "count": np.ones(int(valid.sum()), dtype=np.int64),
-        "cents": part["amount_cents"].to_numpy(dtype=np.int64)[valid],
+        "cents": batch.amount_cents[valid],
     }
     table = _merge_buckets(state.buckets.get(view.name), fresh)
+    # t ascending: a stable sort by code orders the (code, bucket) and (code, t) keys
+    q_order = np.argsort(np.where(valid, q_codes, 0), kind="stable")
     out: dict[str, np.ndarray] = {}
     for a in view.features:
         if a.window is None:
             continue
         sums = _window_sums(
-            table, q_codes, bucket - ms(a.window) // bucket_ms, bucket, ("count", "cents")
+            table, q_codes, bucket, ms(a.window) // bucket_ms, ("count", "cents"), q_order
         )
         if a.kind == "count":
             out[a.name] = sums["count"]
@@ -444,13 +586,11 @@ def _bucketed(
                 mean = (sums["cents"] / sums["count"]) / 100.0
             out[a.name] = np.where(sums["count"] > 0, mean, a.default)
     # exact previous/first times: this partition's own attempts plus carried first/last
-    order = np.argsort(np.where(valid, q_codes, -1), kind="stable")
+    order = q_order[valid[q_order]]
     r_codes, r_ts = q_codes[order], t[order]
-    keep_ref = r_codes >= 0
-    r_codes, r_ts = r_codes[keep_ref], r_ts[keep_ref]
     base, span = _composite(t)
     comp = r_codes * span + (r_ts - base)
-    tl = _timeline(comp, r_ts, span, base, q_codes, t, state, view.name)
+    tl = _timeline(comp, r_ts, span, base, q_codes, t, state, view.name, q_order)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
@@ -461,24 +601,16 @@ def _bucketed(
     return out
 
 
-def _label_stats(
-    part: pd.DataFrame,
-    codes: dict[str | None, np.ndarray],
-    new_labels: pd.DataFrame,
-    state: OfflineState,
-) -> dict[str, np.ndarray]:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
+def _label_stats(batch: _Batch, state: OfflineState) -> dict[str, np.ndarray]:
+    t = batch.event_ms
     day = t // DAY_MS
     window_days = max(ms(v.window) for v in LABEL_RATES) // DAY_MS
-    label_day = new_labels["label_ms"].to_numpy(dtype=np.int64) // DAY_MS
+    label_day = batch.label_ms // DAY_MS
     counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for e in LABEL_ENTITIES:
-        q_codes = codes[e.key]
-        lab_codes = (
-            np.zeros(len(new_labels), dtype=np.int64)
-            if e.key is None
-            else state.encode(e.key, new_labels[e.key].to_numpy())
-        )
+        q_codes = batch.codes[e.key]
+        q_order = np.argsort(np.where(q_codes >= 0, q_codes, 0), kind="stable")
+        lab_codes = batch.label_codes[e.key]
         fresh = {
             "key": np.concatenate(
                 [(q_codes << BUCKET_BITS) + day, (lab_codes << BUCKET_BITS) + label_day]
@@ -487,7 +619,7 @@ def _label_stats(
             "f": np.concatenate([np.zeros(len(t), np.int64), np.ones(len(label_day), np.int64)]),
         }
         table = _merge_buckets(state.label_buckets.get(e.name), fresh)
-        sums = _window_sums(table, q_codes, day - window_days, day, ("n", "f"))
+        sums = _window_sums(table, q_codes, day, window_days, ("n", "f"), q_order)
         counts[e.name] = (sums["n"], sums["f"])
         keep = (table["key"] & ((1 << BUCKET_BITS) - 1)) >= int(day.max()) - window_days - 1
         state.label_buckets[e.name] = {k: v[keep] for k, v in table.items()}
@@ -526,6 +658,106 @@ ENCODED_COLUMNS = tuple(
 )
 
 
+@dataclasses.dataclass
+class _Batch:
+    """One time-ordered partition decoded for the views (see :func:`_decode`)."""
+
+    event_ms: np.ndarray  # int64 UTC ms, ascending
+    amount_cents: np.ndarray
+    codes: dict[str | None, np.ndarray]  # contract column -> stable codes (-1: none)
+    request: dict[str, np.ndarray]  # request_features' inputs, but the merchant view's age
+    label_ms: np.ndarray  # fraud labels newly known by the end of this partition
+    label_codes: dict[str | None, np.ndarray]
+    transaction_id: np.ndarray
+    event_time: pd.Series
+
+
+def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _Batch:
+    """Integer codes and numpy columns for a sorted contract-form partition.
+
+    Assigns codes, so partitions must be decoded one at a time and in time order; the
+    views then need nothing else from the table. Each string column is dictionary-encoded
+    once by Arrow: its codes come from the distinct values alone, and the request-time
+    inputs are the distinct values (as Python strings) taken by index.
+    """
+    event_ms = table.column("event_time").cast(pa.int64()).to_numpy()
+    if state.max_event_ms is not None and len(event_ms) and event_ms[0] < state.max_event_ms:
+        raise ValueError(
+            "partitions must be given in time order without overlap "
+            f"(partition starts at {int(event_ms[0])} ms, earlier ones reached "
+            f"{state.max_event_ms} ms)"
+        )
+    state.max_event_ms = int(event_ms[-1])
+    encoded: dict[str, tuple[np.ndarray, pa.Array]] = {}
+
+    def dictionary(column: str) -> tuple[np.ndarray, pa.Array]:
+        if column not in encoded:
+            enc = table.column(column).combine_chunks().dictionary_encode()
+            encoded[column] = (enc.indices.fill_null(-1).to_numpy(), enc.dictionary)
+        return encoded[column]
+
+    codes: dict[str | None, np.ndarray] = {
+        c: state.codes.setdefault(c, _Codes()).codes_of(dictionary(c)[1])[dictionary(c)[0]]
+        for c in ENCODED_COLUMNS
+    }
+    codes[None] = np.zeros(len(event_ms), dtype=np.int64)
+    label_codes: dict[str | None, np.ndarray] = {
+        e.key: (
+            np.zeros(len(new_labels), dtype=np.int64)
+            if e.key is None
+            else state.encode(e.key, new_labels[e.key].to_numpy())
+        )
+        for e in LABEL_ENTITIES
+    }
+    request: dict[str, np.ndarray] = {}
+    for c in STRING_INPUTS:
+        indices, uniques = dictionary(c)
+        request[c] = np.array([*uniques.to_pylist(), None], dtype=object)[indices]
+    amount_usd = table.column("amount_usd").to_numpy()
+    request["event_ms"] = event_ms
+    request["amount_usd"] = amount_usd
+    created = table.column("merchant_created_at").cast(pa.int64()).fill_null(-1)
+    request["merchant_created_ms"] = created.to_numpy()
+    return _Batch(
+        event_ms=event_ms,
+        amount_cents=amount_cents(amount_usd),
+        codes=codes,
+        request=request,
+        label_ms=new_labels["label_ms"].to_numpy(dtype=np.int64),
+        label_codes=label_codes,
+        transaction_id=table.column("transaction_id").to_numpy(),
+        event_time=table.column("event_time").to_pandas(),
+    )
+
+
+def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
+    """Feature vectors for one decoded partition; advances `state` in place."""
+
+    def bucketed_and_request() -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for view in BUCKETED_VIEWS:
+            out.update(_bucketed(view, batch, state))
+        seen = {"merchant_seen_seconds": out["merchant_seen_seconds"]}  # merchant age
+        return out | request_features(batch.request | seen)
+
+    # Views are independent given the codes, and their heavy lifting (sorts, searches,
+    # bincounts) runs in numpy without the GIL: two threads keep both cores busy. Jobs
+    # go roughly longest first (the card view has the most history and aggregations).
+    activity = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
+    jobs = [activity[0], bucketed_and_request, *activity[1:], lambda: _label_stats(batch, state)]
+    features: dict[str, np.ndarray] = {}
+    for result in _POOL.map(lambda job: job(), jobs):
+        features.update(result)
+    _advance_timelines(batch, state)
+    return pd.DataFrame(
+        {
+            "transaction_id": batch.transaction_id,
+            "event_time": batch.event_time,
+            **{name: features[name] for name in FEATURE_NAMES},
+        }
+    )
+
+
 def compute_partition(
     part: pd.DataFrame, new_labels: pd.DataFrame, state: OfflineState
 ) -> pd.DataFrame:
@@ -535,46 +767,17 @@ def compute_partition(
     :func:`fraud_labels`) not yet given to earlier partitions with label_time before the
     end of this partition.
     """
+    from feature_views.tables import sort_attempts
+
     if part.empty:
         return pd.DataFrame(columns=["transaction_id", "event_time", *FEATURE_NAMES])
-    part = prepare(part).sort_values(
-        ["event_ms", "transaction_id"], kind="stable", ignore_index=True
-    )
-    t_min = int(part["event_ms"].iloc[0])
-    if state.max_event_ms is not None and t_min < state.max_event_ms:
-        raise ValueError(
-            "partitions must be given in time order without overlap "
-            f"(partition starts at {t_min} ms, earlier ones reached "
-            f"{state.max_event_ms} ms)"
-        )
-    codes: dict[str | None, np.ndarray] = {
-        c: state.encode(c, part[c].to_numpy()) for c in ENCODED_COLUMNS
-    }
-    codes[None] = np.zeros(len(part), dtype=np.int64)
-    # Views are independent given the codes, and their heavy lifting (sorts, searches,
-    # bincounts) runs in numpy without the GIL: two threads keep both cores busy.
-    jobs = [lambda v=v: _activity(v, part, codes, state) for v in ACTIVITY_VIEWS]
-    jobs += [lambda v=v: _bucketed(v, part, codes, state) for v in BUCKETED_VIEWS]
-    jobs.append(lambda: _label_stats(part, codes, new_labels, state))
-    features: dict[str, np.ndarray] = {}
-    for result in _POOL.map(lambda job: job(), jobs):
-        features.update(result)
-    features.update(request_features(request_columns(part, features["merchant_seen_seconds"])))
-    _advance_timelines(part, codes, state)
-    state.max_event_ms = int(part["event_ms"].iloc[-1])
-    frame = pd.DataFrame(
-        {"transaction_id": part["transaction_id"], "event_time": part["event_time"]}
-    )
-    vector = pd.DataFrame({name: features[name] for name in FEATURE_NAMES})
-    return pd.concat([frame, vector], axis=1)
+    return _compute(_decode(sort_attempts(attempts_table(part)), new_labels, state), state)
 
 
-def _advance_timelines(
-    part: pd.DataFrame, codes: dict[str | None, np.ndarray], state: OfflineState
-) -> None:
-    t = part["event_ms"].to_numpy(dtype=np.int64)
+def _advance_timelines(batch: _Batch, state: OfflineState) -> None:
+    t = batch.event_ms
     for view in TIMELINE_VIEWS:
-        q = codes[view.entity.key]
+        q = batch.codes[view.entity.key]
         valid = q >= 0
         size = len(state.codes[view.entity.key])
         first = state.first_ms.get(view.name, np.empty(0, dtype=np.int64))
@@ -594,27 +797,43 @@ def compute_features(attempts: pd.DataFrame, labels: pd.DataFrame | None = None)
 
     Rows come back in (event_time, transaction_id) order.
     """
+    from feature_views.tables import sort_attempts, split_days
+
     keys = attempts[["transaction_id", *[c for c in LABEL_KEY_COLUMNS]]]
     lab = fraud_labels(labels if labels is not None else _empty_labels(), keys)
-    attempts = attempts.sort_values(["event_time", "transaction_id"], kind="stable")
-    day = attempts["event_time"].dt.floor("D")
-    return pd.concat(
-        list(_stream((g.reset_index(drop=True) for _, g in attempts.groupby(day, sort=True)), lab)),
-        ignore_index=True,
-    )
+    days = split_days(sort_attempts(attempts_table(attempts)))
+    return pd.concat(list(_stream(days, lab)), ignore_index=True)
 
 
-def _stream(parts: Iterator[pd.DataFrame], lab: pd.DataFrame) -> Iterator[pd.DataFrame]:
+def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """Feature vectors per time-ordered partition, decoding the next while computing this.
+
+    A reader thread reads, normalises and decodes partition N+1 (Parquet decoding and
+    Arrow kernels release the GIL) while the views of partition N run, so at most three
+    partitions are in memory at once.
+    """
     state = OfflineState()
     label_ms = lab["label_ms"].to_numpy(dtype=np.int64)
+    source = iter(tables)
     taken = 0
-    for part in parts:
-        if part.empty:
-            continue
-        end = int(part["event_time"].astype("int64").max())
-        upto = int(np.searchsorted(label_ms, end, side="right"))
-        yield compute_partition(part, lab.iloc[taken:upto], state)
-        taken = upto
+
+    def next_batch() -> _Batch | None:
+        nonlocal taken
+        for table in source:
+            if not table.num_rows:
+                continue
+            end = int(table.column("event_time").cast(pa.int64())[-1].as_py())
+            upto = int(np.searchsorted(label_ms, end, side="right"))
+            batch = _decode(table, lab.iloc[taken:upto], state)
+            taken = upto
+            return batch
+        return None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-views-read") as reader:
+        pending = reader.submit(next_batch)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(next_batch)
+            yield _compute(batch, state)
 
 
 def _empty_labels() -> pd.DataFrame:
@@ -633,10 +852,10 @@ def iter_features(events: str | Path, labels: str | Path | None = None) -> Itera
     Memory is bounded by one partition plus the carried state, so this runs over tables
     larger than memory when they are date-partitioned.
     """
-    from feature_views.tables import iter_attempt_partitions, read_labels
+    from feature_views.tables import iter_attempt_tables, read_labels
 
     lab = read_labels(labels)
-    yield from _stream(iter_attempt_partitions(events), table_fraud_labels(events, lab))
+    yield from _stream(iter_attempt_tables(events), table_fraud_labels(events, lab))
 
 
 def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,9 @@ key                                    type    contents
                                                labels (by label day); ``lo`` oldest kept.
 ``{ns}:g:tx:{txid}``                   string  idempotency guard of an attempt (7 d).
 ``{ns}:g:lf:{txid}``                   string  guard of a transaction's fraud label (180 d).
+``{ns}:repl:out``                      stream  replication outbox (only when enabled): one
+                                               entry per newly applied attempt, the fields
+                                               of ``replication.REPLICATED_FIELDS``.
 =====================================  ======  =============================================
 
 Reads pipeline every command for a micro-batch of attempts into ONE round trip and
@@ -72,6 +75,7 @@ _WRITE_SCRIPT = """
 --   z key score member trim_below ttl      add to an activity zset, trim, expire
 --   m key ts ttl                           advance first / latest / previous times
 --   h key prefix bucket incr keep ttl      bucket counter, drop buckets older than keep
+--   x key maxlen payload                   append the update to a stream (replication outbox)
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local prefixes = {'c', 's', 'n', 'f'}
 local i = 2
@@ -119,6 +123,10 @@ while i <= #ARGV do
     end
     redis.call('EXPIRE', k, ARGV[i + 6])
     i = i + 7
+  elseif op == 'x' then
+    -- outbox for cross-region replication: written only when the guard was new
+    redis.call('XADD', k, 'MAXLEN', '~', ARGV[i + 2], '*', 'u', ARGV[i + 3])
+    i = i + 4
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end
@@ -152,9 +160,20 @@ def _event_ms(attempt: Mapping[str, Any]) -> int:
 class OnlineFeatureStore:
     """Reads and writes the feature views of one region's Redis store."""
 
-    def __init__(self, client: redis.Redis, namespace: str = "cr") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "cr",
+        outbox: str | None = None,
+        outbox_maxlen: int = 1_000_000,
+    ) -> None:
+        """`outbox`: a stream key that receives every newly applied attempt, in the same
+        script as the update, for the cross-region replicator (feature_views/replication.py);
+        None (the default) publishes nothing."""
         self.r = client
         self.ns = namespace
+        self.outbox = outbox
+        self.outbox_maxlen = outbox_maxlen
         self._script = self.r.register_script(_WRITE_SCRIPT)
 
     # ---- keys -------------------------------------------------------------------------
@@ -329,6 +348,10 @@ class OnlineFeatureStore:
                 LABEL_WINDOW_MS // DAY_MS + 1,
                 LABEL_WINDOW_MS // 1000 + 2 * 86_400,
             ]
+        if self.outbox is not None:
+            from feature_views.replication import encode_update
+
+            argv += ["x", key_index(self.outbox), self.outbox_maxlen, encode_update(attempt, t)]
         return keys, argv
 
     def write(self, attempt: Mapping[str, Any]) -> bool:

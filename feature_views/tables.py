@@ -11,14 +11,17 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from feature_views.contract import (
+    ATTEMPT_FIELDS,
     ContractError,
-    normalize_attempts,
+    normalize_attempts_table,
     normalize_labels,
 )
 
@@ -32,19 +35,52 @@ def _exists(path: str | Path) -> Path:
     return p
 
 
-def _read_table(path: Path) -> pa.Table:
+_ATTEMPT_COLUMNS = [f.name for f in ATTEMPT_FIELDS]
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """The table at `path`; with `columns`, only those of them it has (others cost nothing)."""
     if path.is_dir():
         dataset = ds.dataset(
             path, format="parquet", partitioning="hive", exclude_invalid_files=True
         )
+        if columns is not None:
+            return dataset.to_table(columns=[c for c in columns if c in dataset.schema.names])
         table = dataset.to_table()
         if "date" in table.schema.names:  # the partition column, not a contract field
             table = table.drop_columns(["date"])
         return table
     try:
+        if columns is not None:
+            names = pq.read_schema(path).names
+            return pq.read_table(path, columns=[c for c in columns if c in names])
         return pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ContractError(f"{path} is not a readable Parquet table: {exc}") from exc
+
+
+def _attempts_table(path: Path) -> pa.Table:
+    """Contract-form attempts at `path` as Arrow, sorted by (event_time, transaction_id)."""
+    return sort_attempts(normalize_attempts_table(_read_table(path, _ATTEMPT_COLUMNS)))
+
+
+def sort_attempts(table: pa.Table) -> pa.Table:
+    """`table` in (event_time, transaction_id) order (Arrow's stable sort; no copy if sorted)."""
+    order = pc.sort_indices(
+        table, sort_keys=[("event_time", "ascending"), ("transaction_id", "ascending")]
+    ).to_numpy()
+    if (order[1:] > order[:-1]).all():
+        return table
+    return table.take(order)
+
+
+def split_days(table: pa.Table) -> Iterator[pa.Table]:
+    """Zero-copy slices of a time-sorted attempts table, one per UTC day, oldest first."""
+    day = table.column("event_time").cast(pa.int64()).to_numpy() // 86_400_000
+    bounds = [0, *(np.flatnonzero(day[1:] != day[:-1]) + 1).tolist(), len(day)]
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if end > start:
+            yield table.slice(start, end - start)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -53,8 +89,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 def read_attempts(path: str | Path) -> pd.DataFrame:
     """All attempts, normalised and sorted by (event_time, transaction_id)."""
-    frame = normalize_attempts(_read_table(_exists(path)))
-    return frame.sort_values(["event_time", "transaction_id"], kind="stable", ignore_index=True)
+    return _attempts_table(_exists(path)).to_pandas()
 
 
 def read_labels(path: str | Path | None) -> pd.DataFrame:
@@ -85,20 +120,18 @@ def iter_attempt_partitions(path: str | Path) -> Iterator[pd.DataFrame]:
     A single file or an unpartitioned folder is read whole, sorted, and split by UTC day, so
     callers see the same stream either way.
     """
+    for table in iter_attempt_tables(path):
+        yield table.to_pandas()
+
+
+def iter_attempt_tables(path: str | Path) -> Iterator[pa.Table]:
+    """:func:`iter_attempt_partitions` as Arrow tables (the offline engine reads these)."""
     parts = date_partitions(path)
     if parts:
         for part in parts:
-            frame = normalize_attempts(_read_table(part))
-            yield frame.sort_values(
-                ["event_time", "transaction_id"], kind="stable", ignore_index=True
-            )
+            yield _attempts_table(part)
         return
-    frame = read_attempts(path)
-    if frame.empty:
-        return
-    day = frame["event_time"].dt.floor("D")
-    for _, group in frame.groupby(day, sort=True):
-        yield group.reset_index(drop=True)
+    yield from split_days(_attempts_table(_exists(path)))
 
 
 def read_attempt_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:

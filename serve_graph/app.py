@@ -18,6 +18,7 @@ mistake is not reflected into client or proxy logs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ from feature_views.contract import PaymentAttempt, to_ms
 from serve_graph.config import ApiKeys, RegionConfig, client_digests
 
 MAX_BODY_BYTES = 16_384
+logger = logging.getLogger(__name__)
 
 
 class Reason(pydantic.BaseModel):
@@ -65,7 +67,14 @@ class Decision(pydantic.BaseModel):
 
 
 class MicroBatcher:
-    """Collects concurrent requests into batches of up to `max_batch`, waiting `wait_ms`."""
+    """Collects concurrent requests into batches of up to `max_batch`, waiting `wait_ms`.
+
+    Under a backlog a batch may take up to `backlog_factor` x `max_batch` requests: they
+    have waited already, and one larger batch costs less than several small ones (the
+    pipeline sheds a late batch to its cheapest rung). The after-response work (online
+    updates, shadow scoring) runs in one background thread that merges whatever batches are
+    pending, so it can never pile up threads that compete with the hot path.
+    """
 
     def __init__(
         self,
@@ -73,12 +82,16 @@ class MicroBatcher:
         after: Callable[[list[dict], list[dict]], None],
         max_batch: int,
         wait_ms: float,
+        backlog_factor: int = 4,
     ) -> None:
         self.run, self.after = run, after
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
+        self.backlog_batch = max_batch * backlog_factor
         self.queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._bound: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[list[dict], list[dict]]] = []
+        self._after_running = False
 
     async def submit(self, record: dict[str, Any], arrived: float, trace: str | None) -> dict:
         loop = asyncio.get_running_loop()
@@ -94,8 +107,12 @@ class MicroBatcher:
         assert self.queue is not None
         while True:
             items = [await self.queue.get()]
+            limit = self.backlog_batch if self.queue.qsize() >= self.max_batch else self.max_batch
             deadline = time.monotonic() + self.wait_s
-            while len(items) < self.max_batch:
+            while len(items) < limit:
+                if not self.queue.empty():
+                    items.append(self.queue.get_nowait())
+                    continue
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -116,7 +133,23 @@ class MicroBatcher:
             for (*_, fut), result in zip(items, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
-            asyncio.get_running_loop().run_in_executor(None, self.after, records, results)
+            self._pending.append((records, results))
+            if not self._after_running:
+                self._after_running = True
+                asyncio.get_running_loop().create_task(self._drain_after())
+
+    async def _drain_after(self) -> None:
+        try:
+            while self._pending:
+                batches, self._pending = self._pending, []
+                records = [r for rs, _ in batches for r in rs]
+                results = [d for _, ds in batches for d in ds]
+                try:
+                    await asyncio.to_thread(self.after, records, results)
+                except Exception:  # noqa: BLE001 - the responses are out; never stop the loop
+                    logger.exception("after-response work failed for %d decisions", len(results))
+        finally:
+            self._after_running = False
 
 
 class BodyLimit:

@@ -1,7 +1,8 @@
 """The checkout-side client: region failover and the static fail-safe policy.
 
 Checkout calls its home region first and, on a timeout, a 5xx or a refused connection, the
-next region — within one overall budget. When no region answers it applies the static
+next region — within one overall budget (also on 404, a region whose application is gone,
+and 429). When no region answers it applies the static
 fail-safe policy (approve small amounts, step up the rest) and records the attempt for later
 review, so checkout never waits on us and no attempt goes unreviewed. 4xx answers are the
 caller's mistake and are returned as they are, never retried elsewhere.
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from serve_graph.decision_log import HASHED_FIELDS, keyed_hash
+
+# not the caller's mistake: the region has no such route (an application being replaced or
+# removed) or is shedding load, so another region may well answer
+RETRY_ELSEWHERE = (404, 429)
 
 
 class CheckoutClient:
@@ -55,7 +60,7 @@ class CheckoutClient:
             except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{region}: {exc}")
                 continue
-            if status < 500:
+            if status < 500 and status not in RETRY_ELSEWHERE:
                 return dict(body, served_by=region, http_status=status)
             errors.append(f"{region}: HTTP {status}")
         return self._fail_safe(attempt, errors)

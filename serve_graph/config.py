@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class RegionConfig(pydantic.BaseModel):
     explain_top: pydantic.PositiveInt = 5
     max_batch: pydantic.PositiveInt = 32
     batch_wait_ms: pydantic.NonNegativeFloat = 2
+    jurisdiction: str = "US"
+    residency_required: bool = False
+    replicate_to: list[str] | None = None
+    outbox_maxlen: pydantic.PositiveInt = 1_000_000
     max_event_future_s: pydantic.NonNegativeFloat | None = 300
     max_event_age_s: pydantic.PositiveFloat | None = None
 
@@ -55,6 +60,52 @@ def load_region(name_or_path: str | Path) -> RegionConfig:
 
 def regions() -> list[RegionConfig]:
     return [load_region(p) for p in sorted(REGIONS_DIR.glob("*.yaml"))]
+
+
+def replication_targets(
+    region: RegionConfig, all_regions: list[RegionConfig] | None = None
+) -> list[str]:
+    """The regions allowed to receive `region`'s online feature updates.
+
+    Data residency is decided here, once, for the replicator and the manifests: a region
+    with ``residency_required`` sends only to regions of its own jurisdiction (EU data
+    stays in the EU); ``replicate_to`` narrows the list further, and naming a region that
+    residency forbids, or that does not exist, is a configuration error.
+    """
+    others = {r.name: r for r in (all_regions or regions()) if r.name != region.name}
+
+    def permitted(other: RegionConfig) -> bool:
+        return not region.residency_required or other.jurisdiction == region.jurisdiction
+
+    if region.replicate_to is None:
+        return sorted(name for name, other in others.items() if permitted(other))
+    unknown = sorted(set(region.replicate_to) - set(others))
+    if unknown:
+        raise ValueError(f"region {region.name}: replicate_to names unknown regions {unknown}")
+    forbidden = sorted(n for n in region.replicate_to if not permitted(others[n]))
+    if forbidden:
+        raise ValueError(
+            f"region {region.name}: data must stay in {region.jurisdiction} "
+            f"(residency_required), but replicate_to includes {forbidden}"
+        )
+    return sorted(set(region.replicate_to))
+
+
+PUBLISH_ENV = "CHECKOUT_RISK_PUBLISH_UPDATES"
+
+
+def publish_outbox(region: RegionConfig) -> str | None:
+    """The replication outbox the region's serving path writes to, or None.
+
+    Off unless ``CHECKOUT_RISK_PUBLISH_UPDATES=1`` (the Kubernetes manifests set it, where
+    a replicator drains the stream; locally nothing would), and off for a region whose
+    residency rules leave no region to send to, so its updates are never even queued.
+    """
+    if os.environ.get(PUBLISH_ENV) != "1" or not replication_targets(region):
+        return None
+    from feature_views.replication import outbox_key
+
+    return outbox_key(region.namespace)
 
 
 # ---- API keys ---------------------------------------------------------------------------

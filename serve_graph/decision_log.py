@@ -10,7 +10,12 @@ Group commit: callers hand records to one writer thread, which writes everything
 since its last flush and fsyncs once for all of them, so durability costs one fsync per
 batch instead of per decision.
 
-Each serving replica writes its own stream (a sub-folder); a stream is one chain.
+Each serving replica writes its own stream (a sub-folder); a stream is one chain, held by
+one writer at a time (an exclusive ``flock`` on the stream's lock file). A writer killed
+mid-write leaves at most a torn final line that was never acknowledged; whoever opens the
+stream next (the restarted replica's pipeline adopts abandoned streams of its region) cuts
+it off and appends a chained ``recovery`` record saying how many bytes were discarded and
+their hash, so the repair itself is evidence.
 Identifiers that name people (shopper, card token, device) are replaced by keyed hashes
 (HMAC-SHA256) before they reach the log; the key is ``CHECKOUT_RISK_LOG_KEY``.
 """
@@ -18,6 +23,7 @@ Identifiers that name people (shopper, card token, device) are replaced by keyed
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import hmac
 import json
@@ -68,27 +74,49 @@ class DecisionLog:
             ]
         ] = []
         self._closed = False
+        self._lockfile = open(self.dir / ".writer.lock", "a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise StreamBusy(f"{self.dir} is being written by another live writer") from None
         self._io = threading.Lock()  # one writer of the files at a time (commits, seals)
-        self._recover()
+        torn = self._recover()
         self._writer = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._writer.start()
+        if torn:
+            self.append(
+                [
+                    {
+                        "type": "recovery",
+                        "discarded_bytes": len(torn),
+                        "discarded_sha256": hashlib.sha256(torn).hexdigest(),
+                        "reason": "torn final line after a crash (never acknowledged)",
+                    }
+                ]
+            )
 
     # ---- opening: continue the chain after a restart ---------------------------------
     def _segments(self) -> list[Path]:
         return sorted(self.dir.glob("segment-*.jsonl"))
 
-    def _recover(self) -> None:
+    def _recover(self) -> bytes:
+        """Continue the chain; returns the torn bytes cut off the end (b"" if none)."""
         segments = self._segments()
         self.seq, self.last_hash = 0, GENESIS
         self.segment_no, self.segment_count = 1, 0
         if not segments:
             self._file = open(self.dir / "segment-000001.jsonl", "a", encoding="utf-8")
-            return
+            return b""
         last = segments[-1]
         data = last.read_bytes()
+        torn = b""
         if data and not data.endswith(b"\n"):  # a torn final line from a crash: never acked
-            data = data[: data.rfind(b"\n") + 1]
-            last.write_bytes(data)
+            cut = data.rfind(b"\n") + 1
+            data, torn = data[:cut], data[cut:]
+            with open(last, "r+b") as f:
+                f.truncate(cut)
+                os.fsync(f.fileno())
         lines = [json.loads(x) for x in data.decode().splitlines() if x.strip()]
         self.segment_no = int(last.stem.split("-")[1])
         if lines and lines[-1].get("seal"):
@@ -98,7 +126,7 @@ class DecisionLog:
             self._file = open(
                 self.dir / f"segment-{self.segment_no:06d}.jsonl", "a", encoding="utf-8"
             )
-            return
+            return torn
         records = [x for x in lines if "seq" in x]
         if records:
             self.seq, self.last_hash = records[-1]["seq"], records[-1]["hash"]
@@ -108,6 +136,7 @@ class DecisionLog:
             self.seq = sealed[-2]["seq"]
         self.segment_count = len(records)
         self._file = open(last, "a", encoding="utf-8")
+        return torn
 
     # ---- appending ----------------------------------------------------------------------
     def append(self, records: list[dict[str, Any]], timeout: float = 5.0) -> None:
@@ -122,6 +151,9 @@ class DecisionLog:
         for done in events:
             if not done.wait(timeout):
                 raise TimeoutError("decision log did not commit in time")
+            error = getattr(done, "error", None)
+            if error is not None:  # not durable: the caller must not answer as if it were
+                raise error
 
     async def append_async(self, records: list[dict[str, Any]]) -> None:
         """Append and await durability (for asyncio servers)."""
@@ -152,6 +184,7 @@ class DecisionLog:
                 error = exc
             for _, waiter, loop in batch:
                 if isinstance(waiter, threading.Event):
+                    waiter.error = error  # type: ignore[attr-defined]
                     waiter.set()
                 elif loop is not None:
                     loop.call_soon_threadsafe(_resolve, waiter, error)
@@ -213,6 +246,43 @@ class DecisionLog:
             self._lock.notify()
         self._writer.join(timeout=10)
         self._file.close()
+        self._lockfile.close()  # releases the stream for the next writer
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return b""
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
+class StreamBusy(RuntimeError):
+    """Another live writer holds this stream."""
+
+
+def adopt_abandoned(root: str | Path, prefix: str = "") -> list[str]:
+    """Repair the streams under `root` (names starting with `prefix`) whose writer is gone.
+
+    A stream whose lock can be taken has no live writer; opening it cuts a torn tail and
+    records the repair. Streams held by live writers are left alone. Returns the names of
+    the streams that needed a repair.
+    """
+    repaired = []
+    for stream in streams(root) if Path(root).exists() else []:
+        if not stream.name.startswith(prefix):
+            continue
+        segments = sorted(stream.glob("segment-*.jsonl"))
+        if not segments or _last_byte(segments[-1]) in (b"", b"\n"):
+            continue
+        try:
+            log = DecisionLog(stream)
+        except StreamBusy:
+            continue
+        log.close()
+        repaired.append(stream.name)
+    return repaired
 
 
 def _resolve(fut: asyncio.Future, error: Exception | None) -> None:

@@ -26,10 +26,11 @@ import numpy as np
 from ray import serve
 
 from serve_graph.app import MicroBatcher, build_app
-from serve_graph.config import load_region
-from serve_graph.pipeline import DecisionPipeline, region_store_url
+from serve_graph.config import load_region, publish_outbox
+from serve_graph.pipeline import BATCH_DEADLINE, DecisionPipeline, region_store_url
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
+from serve_graph.telemetry import Tracing, current_carriers
 
 _REPLICA: Any = None  # the ingress replica living in this worker process
 
@@ -52,6 +53,16 @@ def _region() -> Any:
 _app = build_app(_decide, _health, title="checkout-risk", region=_region)
 
 
+def _tracing(component: str) -> Tracing:
+    """This replica's tracer: its spans name the deployment and the replica."""
+    try:
+        ctx = serve.get_replica_context()
+        replica = ctx.replica_id.unique_id
+    except Exception:  # noqa: BLE001 - constructed outside Serve (tests)
+        replica = "local"
+    return Tracing(component, {"service.instance.id": replica})
+
+
 def _paths(registry: str | None, log_dir: str | None) -> dict[str, Any]:
     return {
         "registry": Path(registry) if registry else None,
@@ -66,6 +77,7 @@ class _Ingress:
         global _REPLICA
         self.pipeline = pipeline
         region = pipeline.region
+        pipeline.warm_up()  # before the first health check passes: no cold first payments
         self.batcher = MicroBatcher(
             pipeline.decide, pipeline.after, region.max_batch, region.batch_wait_ms
         )
@@ -113,9 +125,13 @@ class ExplainerDeployment:
         from trainers.registry import registry_root
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
+        self.tracing = _tracing("ExplainerDeployment")
 
-    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
-        return self.stage.explain(values, fallback, top)
+    def explain(
+        self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
+    ) -> list:
+        with self.tracing.serve("explain", trace):
+            return self.stage.explain(values, fallback, top)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
@@ -148,12 +164,18 @@ class FeatureLookupDeployment:
             cfg.namespace,
             cfg.feature_timeout_ms,
             cfg.store_retry_after_s,
+            publish_outbox(cfg),
+            cfg.outbox_maxlen,
         )
+        self.tracing = _tracing("FeatureLookupDeployment")
 
-    def lookup(self, records: list[dict], ids: list[str]) -> FeatureBatch:
-        return self.stage.lookup(records, ids)
+    def lookup(
+        self, records: list[dict], ids: list[str], trace: list[str] | None = None
+    ) -> FeatureBatch:
+        with self.tracing.serve("features", trace):
+            return self.stage.lookup(records, ids)
 
-    def update(self, records: list[dict], decisions: list[str]) -> None:
+    def update(self, records: list[dict], decisions: list[str], trace: Any = None) -> None:
         self.stage.update(records, decisions)
 
 
@@ -161,9 +183,13 @@ class FeatureLookupDeployment:
 class PolicyDeployment:
     def __init__(self, policy: str | None = None) -> None:
         self.stage = PolicyEngine(Path(policy) if policy else CHAMPION_POLICY)
+        self.tracing = _tracing("PolicyDeployment")
 
-    def evaluate(self, values: list[dict]) -> tuple[list[PolicyResult], str]:
-        return self.stage.evaluate(values), self.stage.version
+    def evaluate(
+        self, values: list[dict], trace: list[str] | None = None
+    ) -> tuple[list[PolicyResult], str]:
+        with self.tracing.serve("policy", trace):
+            return self.stage.evaluate(values), self.stage.version
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -172,12 +198,19 @@ class ScorerDeployment:
         from trainers.registry import registry_root
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
+        self.tracing = _tracing("ScorerDeployment")
 
-    def score(self, values: list[dict], fallback: bool) -> tuple[np.ndarray, str]:
-        return self.stage.score(values, fallback)
+    def score(
+        self, values: list[dict], fallback: bool, trace: list[str] | None = None
+    ) -> tuple[np.ndarray, str]:
+        with self.tracing.serve("score", trace):
+            return self.stage.score(values, fallback)
 
-    def explain(self, values: list[dict], fallback: bool, top: int) -> list:
-        return self.stage.explain(values, fallback, top)
+    def explain(
+        self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
+    ) -> list:
+        with self.tracing.serve("explain", trace):
+            return self.stage.explain(values, fallback, top)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -186,11 +219,17 @@ class CombinerDeployment:
         from serve_graph.decisioning import DEFAULT_COSTS
 
         self.stage = DecisionCombiner(DEFAULT_COSTS, load_region(region).rules_only_step_up_usd)
+        self.tracing = _tracing("CombinerDeployment")
 
     def combine(
-        self, values: list[dict], policy: list[PolicyResult], p: np.ndarray | None
+        self,
+        values: list[dict],
+        policy: list[PolicyResult],
+        p: np.ndarray | None,
+        trace: list[str] | None = None,
     ) -> list[str]:
-        return self.stage.combine(values, policy, p)
+        with self.tracing.serve("combine", trace):
+            return self.stage.combine(values, policy, p)
 
 
 class _Remote:
@@ -200,19 +239,43 @@ class _Remote:
     # optimised mode handles route on the event loop, so calls from the pipeline's worker
     # thread are scheduled onto it and awaited there.
     loop: asyncio.AbstractEventLoop | None = None
+    remote = True  # the pipeline traces a call through it as a CLIENT span
+
+    # after a failed or timed-out call, skip the hop this long: one batch pays for a dead
+    # replica, not every batch until Serve has replaced it
+    retry_after_s = 1.0
+    # what a hop leaves of the batch's deadline for the log write and the response
+    reserve_s = 0.015
 
     def __init__(self, handle: Any, timeout_s: float) -> None:
         self.handle, self.timeout_s = handle, timeout_s
+        self._open_until = 0.0
 
     def call(self, method: str, *args: Any) -> Any:
+        if time.monotonic() < self._open_until:
+            raise RuntimeError(f"{method}: hop skipped after a recent failure")
+        try:
+            return self._call(method, *args)
+        except BaseException:
+            self._open_until = time.monotonic() + self.retry_after_s
+            raise
+
+    def _call(self, method: str, *args: Any) -> Any:
+        carriers = current_carriers()  # this stage's spans, one per decision of the batch
+        kwargs = {"trace": carriers} if carriers else {}
+
         async def run() -> Any:
-            return await getattr(self.handle, method).remote(*args)
+            return await getattr(self.handle, method).remote(*args, **kwargs)
 
         if _Remote.loop is None:
             raise RuntimeError("no serving event loop yet")
         future = asyncio.run_coroutine_threadsafe(run(), _Remote.loop)
+        timeout = self.timeout_s
+        deadline = BATCH_DEADLINE.get()
+        if deadline is not None:  # on the hot path: no longer than the batch has left
+            timeout = max(0.001, min(timeout, deadline - time.monotonic() - self.reserve_s))
         try:
-            return future.result(timeout=self.timeout_s)
+            return future.result(timeout=timeout)
         except BaseException:
             future.cancel()
             raise
@@ -236,11 +299,21 @@ class RemoteFeatureLookup(_Remote):
 
 
 class RemotePolicyEngine(_Remote):
+    """The policy hop, with the same policy file evaluated here when the hop fails: rules
+    are cheap, and a decision must never lose its blocklists to a dead replica."""
+
     shadows: list = []
-    version = "unknown"
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        super().__init__(handle, timeout_s)
+        self.local = PolicyEngine(CHAMPION_POLICY)
+        self.version = self.local.version
 
     def evaluate(self, values: Any) -> list[PolicyResult]:
-        results, self.version = self.call("evaluate", list(values))
+        try:
+            results, self.version = self.call("evaluate", list(values))
+        except Exception:  # noqa: BLE001 - evaluated here instead
+            results, self.version = self.local.evaluate(list(values)), self.local.version
         return results
 
     def evaluate_shadows(self, values: Any) -> list[dict]:
@@ -281,15 +354,21 @@ class RemoteShadowScorer(_Remote):
 
 
 class RemoteCombiner(_Remote):
-    def __init__(self, handle: Any, timeout_s: float) -> None:
+    """The combiner hop, combined here with the same cost file when the hop fails."""
+
+    def __init__(self, handle: Any, timeout_s: float, rules_only_step_up_usd: float) -> None:
         from serve_graph.decisioning import DEFAULT_COSTS, load_costs
         from serve_graph.stages import _Reloading
 
         super().__init__(handle, timeout_s)
         self.costs = _Reloading(DEFAULT_COSTS, load_costs)  # logged with each decision
+        self.local = DecisionCombiner(DEFAULT_COSTS, rules_only_step_up_usd)
 
     def combine(self, values: Any, policy: Any, p: Any) -> list[str]:
-        return self.call("combine", list(values), list(policy), p)
+        try:
+            return self.call("combine", list(values), list(policy), p)
+        except Exception:  # noqa: BLE001 - the same costs, combined here
+            return self.local.combine(values, policy, p)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
@@ -316,7 +395,7 @@ class GraphIngress(_Ingress):
             "features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
             "policy": RemotePolicyEngine(policy, hop_s),
             "scorer": RemoteScorer(scorer, hop_s),
-            "combiner": RemoteCombiner(combiner, hop_s),
+            "combiner": RemoteCombiner(combiner, hop_s, cfg.rules_only_step_up_usd),
         }
         pipeline = DecisionPipeline(
             cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir)

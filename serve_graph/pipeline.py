@@ -22,11 +22,13 @@ off rung 1 carries its rung and reason; recovery is automatic.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +36,27 @@ import numpy as np
 
 from feature_views.contract import to_ms
 from feature_views.store import store_url
-from serve_graph.config import RegionConfig
-from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, keyed_hash
+from serve_graph.config import RegionConfig, publish_outbox
+from serve_graph.decision_log import HASHED_FIELDS, DecisionLog, adopt_abandoned, keyed_hash
 from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.policy import CHAMPION_POLICY
-from serve_graph.stages import DecisionCombiner, FeatureLookup, PolicyEngine, Scorer
+from serve_graph.stages import (
+    DecisionCombiner,
+    FeatureBatch,
+    FeatureLookup,
+    PolicyEngine,
+    Scorer,
+)
+from serve_graph.telemetry import BatchTrace, DecisionMetrics, Tracing
 from trainers.registry import registry_root
 
 LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_id")
+
+# The monotonic deadline of the batch being decided in this thread: a stage in another
+# deployment may use what is left of it and no more (a hung hop must not outlast the budget)
+BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "checkout_risk_batch_deadline", default=None
+)
 
 
 def region_store_url(region: RegionConfig, url: str | None = None) -> str:
@@ -89,6 +104,8 @@ class DecisionPipeline:
             region.namespace,
             region.feature_timeout_ms,
             region.store_retry_after_s,
+            publish_outbox(region),
+            region.outbox_maxlen,
         )
         self.policy = stages.get("policy") or PolicyEngine(policy_path, shadow_policies)
         self.scorer = stages.get("scorer") or Scorer(registry or registry_root())
@@ -100,37 +117,129 @@ class DecisionPipeline:
         self.shadow_scorer = stages.get("shadow") or self.scorer
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.log_root = Path(log_dir or run_dir() / "decision-log")
+        # a replica killed mid-write left a torn, never-acknowledged line: repair and record it
+        adopt_abandoned(self.log_root, f"{region.name}-")
         self.log = DecisionLog(self.log_root / f"{region.name}-{self.replica_id}")
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # for shadow scoring
+        self.tracing = Tracing(
+            "pipeline",
+            {"service.instance.id": self.replica_id, "checkout_risk.region": region.name},
+        )
+        self.metrics = DecisionMetrics()
+
+    def _remote(self, stage: Any) -> bool:
+        return bool(getattr(stage, "remote", False))
+
+    def warm_up(self) -> dict[str, float]:
+        """Run every local stage once on a synthetic attempt before taking traffic.
+
+        The first Redis connection, CatBoost's first prediction on each model and the first
+        SHAP call cost tens to hundreds of milliseconds; paid by real payments they would
+        blow the budget right after every deploy or restart. Nothing is written: no feature
+        update, no log record. Best effort: a stage that cannot warm up now (the store is
+        down) simply warms up on its first real batch. Returns the ms each step took.
+        """
+        from feature_views.contract import PaymentAttempt
+
+        took: dict[str, float] = {}
+        rec = PaymentAttempt.model_validate(
+            {
+                "transaction_id": f"warm-up-{uuid.uuid4().hex}",
+                "event_time": datetime.now(timezone.utc).isoformat(),
+                "card_id": "warm-up-card",
+                "merchant_id": "warm-up-merchant",
+                "amount": 10.0,
+                "region": self.region.name,
+            }
+        ).to_record()
+
+        def step(name: str, fn: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - warming is best effort
+                return None
+            finally:
+                took[name] = round((time.monotonic() - t0) * 1000, 2)
+
+        if self._remote(self.features):
+            return took  # the graph's stages warm themselves in their own replicas
+        fetched = step("features", lambda: self.features.lookup([rec], [rec["transaction_id"]]))
+        fallback_row = FeatureLookup.request_only([rec])[0]
+        row = dict(fetched.vectors[0].values) if fetched and fetched.vectors else fallback_row
+        for r in (row, fallback_row):
+            for f in LIST_FIELDS:
+                r.setdefault(f, rec.get(f))
+            r.setdefault("amount_usd", rec["amount_usd"])
+            r.setdefault("region", rec.get("region"))
+        step("policy", lambda: self.policy.evaluate([row]))
+        step("score", lambda: self.scorer.score([row], False))
+        step("score_fallback", lambda: self.scorer.score([fallback_row], True))
+        if not self._remote(self.explainer):
+            step("explain", lambda: self.explainer.explain([row], False, self.region.explain_top))
+        return took
 
     # ---- the hot path -------------------------------------------------------------------
     def decide(
         self,
         records: Sequence[dict[str, Any]],
         arrived: Sequence[float],
-        trace_ids: Sequence[str | None] | None = None,
+        traceparents: Sequence[str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Decisions for a micro-batch of validated contract-form attempts (blocking)."""
+        """Decisions for a micro-batch of validated contract-form attempts (blocking).
+
+        `traceparents` are the callers' W3C trace contexts (None where absent): each
+        decision's trace continues the caller's, and its trace id is logged with it.
+        """
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
-        trace_ids = list(trace_ids or [None] * len(records))
+        trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
+        token = BATCH_DEADLINE.set(deadline)
+        try:
+            return self._decide_batch(records, arrived, deadline, trace)
+        finally:
+            BATCH_DEADLINE.reset(token)
+            trace.close()
+
+    def _decide_batch(
+        self,
+        records: Sequence[dict[str, Any]],
+        arrived: Sequence[float],
+        deadline: float,
+        trace: BatchTrace,
+    ) -> list[dict[str, Any]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
         todo = [i for i, r in enumerate(responses) if r is None]
+        replays = [i for i, r in enumerate(responses) if r is not None]
         if not todo:
+            trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
             return [dict(r, idempotent_replay=True) for r in responses]  # type: ignore[arg-type]
         batch = [records[i] for i in todo]
-        fetched = self.features.lookup(batch, [txids[i] for i in todo])
+        left_ms = (deadline - time.monotonic()) * 1000
+        if left_ms < self.region.scoring_budget_ms:
+            # Overloaded: the batch waited so long that it could not be scored anyway. Shed
+            # before the store too (rules on request-time features), so a backlog drains
+            # at the cheapest rung instead of growing. Retries are still recognised by this
+            # replica's memory of recent decisions, not by the store's.
+            fetched = FeatureBatch(
+                None, FeatureLookup.request_only(batch), f"overload: {left_ms:.0f} ms left"
+            )
+        else:
+            with trace.stage("features", todo, self._remote(self.features)):
+                fetched = self.features.lookup(batch, [txids[i] for i in todo])
         fresh: list[int] = []
         for j, i in enumerate(todo):
             stored = fetched.decisions[j] if fetched.decisions else None
             if stored:
                 responses[i] = dict(json.loads(stored), idempotent_replay=True)
+                replays.append(i)
             else:
                 fresh.append(j)
+        trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
         if fresh:
-            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace_ids)
+            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace)
             for j, response in zip(fresh, decided, strict=True):
                 responses[todo[j]] = response
         return responses  # type: ignore[return-value]
@@ -143,9 +252,10 @@ class DecisionPipeline:
         arrived: Sequence[float],
         deadline: float,
         todo: list[int],
-        trace_ids: list[str | None],
+        trace: BatchTrace,
     ) -> list[dict[str, Any]]:
         records = [batch[j] for j in fresh]
+        rows = [todo[j] for j in fresh]  # positions in the micro-batch (its traces)
         rung, reason = 1, None
         if fetched.vectors is not None:
             vectors = [fetched.vectors[j] for j in fresh]
@@ -163,7 +273,8 @@ class DecisionPipeline:
                 v.setdefault(f, rec.get(f))
             v.setdefault("amount_usd", rec["amount_usd"])
             v.setdefault("region", rec.get("region"))
-        policy = self.policy.evaluate(values)
+        with trace.stage("policy", rows, self._remote(self.policy)):
+            policy = self.policy.evaluate(values)
         left_ms = (deadline - time.monotonic()) * 1000
         p: np.ndarray | None = None
         version = None
@@ -171,20 +282,27 @@ class DecisionPipeline:
             rung, reason = 4, f"overload: {left_ms:.0f} ms left before scoring"
         else:
             try:
-                p, version = self.scorer.score(values, fallback)
+                with trace.stage("score", rows, self._remote(self.scorer)):
+                    p, version = self.scorer.score(values, fallback)
             except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
                 rung, reason = 4, f"scorer: {exc}"
-        actions = self.combiner.combine(values, policy, p)
+        with trace.stage("combine", rows, self._remote(self.combiner)):
+            actions = self.combiner.combine(values, policy, p)
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []
         contributions: dict[int, list[tuple[str, float]]] = {}
         if explain and (deadline - time.monotonic()) * 1000 > 10:
-            rows = [values[i] for i in explain]
-            for i, c in zip(
-                explain,
-                self.explainer.explain(rows, fallback, self.region.explain_top),
-                strict=True,
-            ):
-                contributions[i] = c
+            explained = [values[i] for i in explain]
+            try:
+                with trace.stage(
+                    "explain", [rows[i] for i in explain], self._remote(self.explainer)
+                ):
+                    found = self.explainer.explain(explained, fallback, self.region.explain_top)
+                for i, c in zip(explain, found, strict=True):
+                    contributions[i] = c
+            except Exception:  # noqa: BLE001 - SHAP late or down: the decision still stands
+                # its features and score are logged, so `replay` computes the same SHAP later
+                for i in explain:
+                    contributions[i] = [("explanation_deferred", None)]
         now = time.monotonic()
         out, log_records = [], []
         for i, (rec, act) in enumerate(zip(records, actions, strict=True)):
@@ -209,15 +327,29 @@ class DecisionPipeline:
                 "region": self.region.name,
                 "degraded": None if row_rung == 1 else {"rung": row_rung, "reason": row_reason},
                 "latency_ms": latency_ms,
-                "trace_id": trace_ids[k],
+                "trace_id": trace.trace_ids[k],
             }
             out.append(response)
-            log_records.append(
-                self._log_record(
-                    rec, values[i], ages[i], missing[i], stale[i], policy[i], p, i, response
-                )
+            record = self._log_record(
+                rec, values[i], ages[i], missing[i], stale[i], policy[i], p, i, response
             )
-        self.log.append(log_records)
+            # the batch's stage wall times up to the log write, and this decision's wait
+            record["timings_ms"] = dict(trace.stage_ms, queue=trace.queue_ms[k])
+            log_records.append(record)
+        with trace.stage("log", rows):
+            self.log.append(log_records)
+        trace.finish(
+            rows,
+            [
+                {
+                    "checkout_risk.decision_id": r["decision_id"],
+                    "checkout_risk.action": r["action"],
+                    "checkout_risk.rung": (r["degraded"] or {}).get("rung", 1),
+                }
+                for r in out
+            ],
+        )
+        self.metrics.record(trace.stage_ms, out)
         for response, v in zip(out, values, strict=True):
             self._remember(response)
             if fetched.vectors is not None:
@@ -287,8 +419,12 @@ class DecisionPipeline:
         ]
         if not new:
             return
+        t0 = time.monotonic()
         self.features.update([r for r, _ in new], [json.dumps(d) for _, d in new])
+        t1 = time.monotonic()
         self.shadow([r for r, _ in new], [d for _, d in new])
+        t2 = time.monotonic()
+        self.metrics.record({"online_update": (t1 - t0) * 1000, "shadow": (t2 - t1) * 1000}, [])
 
     def shadow(
         self, records: Sequence[dict[str, Any]], responses: Sequence[dict[str, Any]]

@@ -53,6 +53,7 @@ def replay(
     values.setdefault("region", record["input"].get("region"))
     p = None
     contributions: list[tuple[str, float]] = []
+    deferred = any(r["code"] == "explanation_deferred" for r in record["reasons"])
     if version is not None:
         name, _, kind = version.partition("/")
         try:
@@ -64,6 +65,10 @@ def replay(
         p = float(model.predict(frame)[0])
         if record["action"] != "approve":
             top = len([r for r in record["reasons"] if r["kind"] == "model"])
+            if deferred:  # SHAP was late at decision time: this computes it now
+                from serve_graph.config import load_region
+
+                top = load_region(record["region"]).explain_top
             contributions = model.contributions(frame, top)[0] if top else []
     policy = PolicyResult(record["policy"]["override"], tuple(record["policy"]["rules"]))
     costs = Costs(
@@ -88,5 +93,7 @@ def replay(
             [r["code"], r["contribution"]] for r in record["reasons"] if r["kind"] == "model"
         ],
     }
+    if deferred:
+        logged["model_reasons"] = replayed["model_reasons"]  # nothing logged to compare with
     mismatches = [k for k in replayed if replayed[k] != logged[k]]
     return ReplayResult(decision_id, logged, replayed, mismatches)

@@ -74,9 +74,17 @@ class FeatureLookup:
     """
 
     def __init__(
-        self, url: str | None, namespace: str, timeout_ms: float, retry_after_s: float = 1.0
+        self,
+        url: str | None,
+        namespace: str,
+        timeout_ms: float,
+        retry_after_s: float = 1.0,
+        outbox: str | None = None,
+        outbox_maxlen: int = 1_000_000,
     ) -> None:
+        """`outbox`: replication stream that receives each new update (None: none)."""
         self.url, self.namespace = url, namespace
+        self.outbox, self.outbox_maxlen = outbox, outbox_maxlen
         self.timeout_s = timeout_ms / 1000
         self.retry_after_s = retry_after_s
         self._store: OnlineFeatureStore | None = None
@@ -84,7 +92,9 @@ class FeatureLookup:
 
     def _get_store(self) -> OnlineFeatureStore:
         if self._store is None:
-            self._store = OnlineFeatureStore(connect(self.url, self.timeout_s), self.namespace)
+            self._store = OnlineFeatureStore(
+                connect(self.url, self.timeout_s), self.namespace, self.outbox, self.outbox_maxlen
+            )
         return self._store
 
     def available(self) -> bool:

@@ -44,12 +44,14 @@ def create_app(
 ) -> FastAPI:
     """`redis_url` is the server (its database is the region's); default REDIS_URL/embedded."""
     config = load_region(region or os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
+    log_dir = log_dir or os.environ.get("CHECKOUT_RISK_LOG_DIR")
     pipeline = DecisionPipeline(
         config,
         Path(registry) if registry else None,
         log_dir=Path(log_dir) if log_dir else None,
         redis_url=redis_url,
     )
+    pipeline.warm_up()
     batcher = MicroBatcher(pipeline.decide, pipeline.after, config.max_batch, config.batch_wait_ms)
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:

@@ -6,6 +6,8 @@ Layout (``models/`` by default, ``CHECKOUT_RISK_MODELS`` to move it)::
     models/<version>/fallback.cbm     request-only model for when the online store is down
     models/<version>/metadata.json    features and view versions, window, maturity,
                                       calibration, metrics, data and code hashes
+    models/<version>/reference.parquet  a bounded sample of the training data (features,
+                                      score, action): the reference for drift monitoring
     models/registry.json              stages (shadow, canary, champion) and their history
 
 A version folder is written under a temporary name and renamed into place, then made
@@ -73,9 +75,17 @@ class ModelVersion:
 
 
 def write_version(
-    directory: Path, model: FraudModel, fallback: FraudModel, metadata: dict[str, Any]
+    directory: Path,
+    model: FraudModel,
+    fallback: FraudModel,
+    metadata: dict[str, Any],
+    reference: Any = None,
 ) -> Path:
-    """Write a new immutable version folder at `directory` (must not exist)."""
+    """Write a new immutable version folder at `directory` (must not exist).
+
+    `reference` (a DataFrame) is stored as ``reference.parquet``: drift reports compare
+    live traffic with the data the model learned from, without recomputing it.
+    """
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise RegistryError(f"{directory} already exists: versions are immutable")
@@ -85,6 +95,9 @@ def write_version(
         model.save(staging, "model")
         fallback.save(staging, "fallback")
         meta = dict(metadata, version=directory.name)
+        if reference is not None:
+            reference.to_parquet(staging / "reference.parquet", index=False)
+            meta["reference_sample_rows"] = len(reference)
         (staging / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
         for f in staging.iterdir():
             f.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

@@ -182,7 +182,7 @@ def run(config: RetrainConfig) -> dict[str, Any]:
     from trainers.evaluate import evaluate_scores
     from trainers.model import Calibration, FraudModel, average_boosters, to_pool
     from trainers.registry import write_version
-    from trainers.train import metadata_for
+    from trainers.train import REFERENCE_ROWS, metadata_for, reference_sample
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
@@ -301,9 +301,16 @@ def run(config: RetrainConfig) -> dict[str, Any]:
             "feature_rows": info["rows"],
         }
         meta["features_as_served"] = info["served"]
+        # drift reference: a bounded sample of the training window (train + validation)
+        n_train = train_ds.count()
+        fraction = min(1.0, 1.2 * REFERENCE_ROWS / max(n_train + len(valid), 1))
+        pool = [valid.sample(frac=fraction, random_state=0)] if fraction < 1 else [valid]
+        if n_train:
+            pool.append(train_ds.random_sample(fraction, seed=0).to_pandas())
+        reference = reference_sample(pd.concat(pool, ignore_index=True), models["model"])
         version = f"{config.version_prefix}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
         path = write_version(
-            Path(config.registry) / version, models["model"], models["fallback"], meta
+            Path(config.registry) / version, models["model"], models["fallback"], meta, reference
         )
     rows = len(train_df) + len(valid)
     return {

@@ -55,6 +55,34 @@ def fallback_frame(frame: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
+REFERENCE_ROWS = 20_000
+
+
+def reference_sample(
+    frame: pd.DataFrame,
+    model: FraudModel,
+    policy: Policy | None = None,
+    costs: Costs | None = None,
+    rows: int = REFERENCE_ROWS,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A bounded uniform sample of the training rows with the model's score and action.
+
+    Stored with the model version as the drift reference: features as trained on, plus
+    what the model (with the champion rules) would decide, so prediction drift and
+    action-rate guardrails have a baseline. Bounded so a 9B-row history still stores MBs.
+    """
+    picked = frame.sample(n=rows, random_state=seed) if len(frame) > rows else frame
+    picked = picked.sort_values("event_time").reset_index(drop=True)
+    score = model.predict(picked)
+    actions, _ = combine_frame(picked, score, policy or load_policy(), costs or load_costs())
+    keep = [c for c in ("transaction_id", "event_time", "is_fraud") if c in picked.columns]
+    out = picked[[*keep, *MODEL_FEATURES]].copy()
+    out["fraud_probability"] = score
+    out["action"] = np.asarray(actions, dtype=object)
+    return out
+
+
 def data_hash(ts: TrainingSet) -> str:
     digest = hashlib.sha256()
     for part in (ts.train, ts.valid):
@@ -174,7 +202,10 @@ def train(
         ts, model, fallback, valid_report, fallback_report, params, "local", timings
     )
     meta["features_as_served"] = served
-    write_version(out, model, fallback, meta)
+    reference = reference_sample(
+        pd.concat([ts.train, ts.valid], ignore_index=True), model, policy, costs
+    )
+    write_version(out, model, fallback, meta, reference)
     rows = len(ts.train) + len(ts.valid)
     return {
         "version": out.name,

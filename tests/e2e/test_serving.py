@@ -4,58 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-import yaml
 
 from checkout_risk import cluster
 from feature_views.contract import PaymentAttempt
-from feature_views.materialize import load_frames
-from feature_views.offline import LABEL_KEY_COLUMNS, fraud_labels
 from feature_views.online import OnlineFeatureStore
 from feature_views.store import connect, embedded_url, stop_embedded
-from feature_views.tables import read_attempts, read_labels
 from serve_graph.config import dev_key, load_region
 from serve_graph.decision_log import verify
 from serve_graph.pipeline import region_store_url
 from serve_graph.replay import replay
+from tests.support.otlp import OtlpReceiver
+from tests.support.serving import BASE, app_spec, as_body, deploy, load_history, post, shutdown
 from trainers.registry import Registry
-
-BASE = "http://127.0.0.1:8000"
-
-
-def post(
-    url: str, body: dict, key: str | None = None, timeout: float = 10
-) -> tuple[int, dict, float]:
-    req = urllib.request.Request(
-        f"{url}/v1/decisions",
-        data=json.dumps(body, default=str).encode(),
-        headers={"Content-Type": "application/json", **({"X-API-Key": key} if key else {})},
-    )
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), (time.perf_counter() - started) * 1000
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}"), (time.perf_counter() - started) * 1000
-
-
-def as_body(rec: dict) -> dict:
-    out = {}
-    for k, v in rec.items():
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
-            continue
-        out[k] = v.isoformat() if isinstance(v, pd.Timestamp) else v
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,77 +32,32 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
     redis_dir = work / "redis"
     url = embedded_url(redis_dir)
     Registry(registry_root).set_stage("v1", "champion", "e2e setup")
-    attempts = read_attempts(training_sim / "events")
-    labels = read_labels(training_sim / "labels")
-    start = pd.Timestamp(trained["window"]["end"], tz="UTC") + pd.Timedelta(days=7)
-    history = attempts[attempts["event_time"] < start]
+    window = load_history(training_sim, trained, url, "us-east")
     region = load_region("us-east")
     store = OnlineFeatureStore(
         connect(region_store_url(region, url), timeout_s=30), region.namespace
     )
-    store.flush_namespace()
-    fraud = fraud_labels(labels, attempts[["transaction_id", *LABEL_KEY_COLUMNS]])
-    load_frames(
-        store,
-        [g.reset_index(drop=True) for _, g in history.groupby(history["event_time"].dt.floor("D"))],
-        fraud[fraud["label_ms"] < start.value // 1_000_000],
-    )
     log_dir = work / "decision-log"
+    otlp = OtlpReceiver()  # where a collector would be: the graph app exports its traces here
     common = {"registry": str(registry_root), "log_dir": str(log_dir), "redis_url": url}
-
-    def app(name: str, region: str, path: str, graph: bool = False) -> dict:
-        spec = {
-            "name": name,
-            "route_prefix": path,
-            "args": dict(common, region=region),
-            "import_path": f"serve_graph.deployments:{'graph' if graph else 'fused'}_app",
-        }
-        if graph:
-            spec["deployments"] = [
-                {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
-                for n in (
-                    "GraphIngress",
-                    "FeatureLookupDeployment",
-                    "PolicyDeployment",
-                    "ScorerDeployment",
-                    "CombinerDeployment",
-                )
-            ]
-        else:
-            spec["deployments"] = [
-                {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": c}}
-                for n, c in (
-                    ("FusedDecider", 0.25),
-                    ("ExplainerDeployment", 0.05),
-                    ("ShadowScorerDeployment", 0.05),
-                )
-            ]
-        return spec
-
-    config = {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": 8000},
-        "applications": [
-            app("e2e-us", "us-east", "/e2e-us"),
-            app("e2e-eu", "eu-west", "/e2e-eu"),
-            app("e2e-graph", "us-east", "/e2e-graph", graph=True),
-        ],
+    tracing = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    path = work / "serve.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = cluster.ray_env()
-    serve = str(Path(cluster._ray()).with_name("serve"))
-    subprocess.run(
-        [serve, "deploy", str(path), "--address", cluster.JOBS_URL],
-        env=env,
-        check=True,
-        capture_output=True,
+    deploy(
+        [
+            app_spec("e2e-us", "us-east", "/e2e-us", common),
+            app_spec("e2e-eu", "eu-west", "/e2e-eu", common),
+            app_spec("e2e-graph", "us-east", "/e2e-graph", common, graph=True, env=tracing),
+        ],
+        work / "serve.yaml",
     )
     from serve_graph.deployments import wait_ready
 
     for route in ("/e2e-us", "/e2e-eu", "/e2e-graph"):
         wait_ready(BASE + route, dev_key(), 240)
-    window = attempts[attempts["event_time"] >= start]
     truth = (
         ds.dataset(training_sim / "truth", partitioning="hive")
         .to_table(columns=["transaction_id", "pattern"])
@@ -152,10 +75,10 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         "truth": truth,
         "store": store,
         "registry": registry_root,
+        "otlp": otlp,
     }
-    subprocess.run(
-        [serve, "shutdown", "--yes", "--address", cluster.JOBS_URL], env=env, capture_output=True
-    )
+    otlp.close()
+    shutdown()
     stop_embedded(redis_dir)
 
 
@@ -242,6 +165,75 @@ def test_graph_topology_decides_like_the_fused_one(serving) -> None:
     full = [o for o in warm if o["degraded"] is None]
     assert len(full) >= 0.8 * len(warm), [o["degraded"] for o in warm]
     assert all(o["model_version"] == "v1" for o in full)
+
+
+def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
+    serving,
+) -> None:
+    """The caller's trace continues; each hop is a CLIENT span with the stage's SERVER span
+    under it, recorded by the replica that ran the stage."""
+    caller_trace, caller_span = "5a" * 16, "c0ffee00c0ffee00"
+    rec = serving["window"].iloc[50].to_dict()
+    body = as_body(rec) | {"transaction_id": f"tr-{rec['transaction_id']}-{time.time()}"}
+    for _ in range(3):  # a cold graph may shed the first decision to rung 4 (no score hop)
+        body["transaction_id"] += "x"
+        req = urllib.request.Request(
+            f"{serving['graph']}/v1/decisions",
+            data=json.dumps(body, default=str).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "X-API-Key": dev_key(),
+                "traceparent": f"00-{caller_trace}-{caller_span}-01",
+            },
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out = json.loads(resp.read())
+        if out["degraded"] is None:
+            break
+    assert out["degraded"] is None and out["trace_id"] == caller_trace
+    hops = {"features", "policy", "score", "combine"}
+    spans = serving["otlp"].wait_for(caller_trace, hops | {"decision", "log"}, timeout_s=60)
+    spans = [
+        s
+        for s in spans
+        if s.attributes.get("checkout_risk.decision_id", "") in ("", out["decision_id"])
+    ]
+    roots = [s for s in spans if s.name == "decision"]
+    root = next(
+        r for r in roots if r.attributes.get("checkout_risk.decision_id") == out["decision_id"]
+    )
+    assert root.parent_id == caller_span
+    children = {s.span_id: s for s in spans if s.parent_id == root.span_id}
+    assert {s.name for s in children.values()} >= hops | {"log"}
+    for name in hops:
+        clients = [s for s in children.values() if s.name == name]
+        assert len(clients) == 1, name
+        client = clients[0]
+        assert client.kind == 3  # SPAN_KIND_CLIENT
+        servers = [s for s in spans if s.parent_id == client.span_id]
+        assert len(servers) == 1 and servers[0].name == name and servers[0].kind == 2, name
+        assert servers[0].instance != root.instance  # recorded by the stage's own replica
+
+
+def test_decision_metrics_reach_prometheus(serving) -> None:
+    """Serve's metrics endpoint carries decisions by action and stage latency histograms."""
+    rec = serving["window"].iloc[60].to_dict()
+    post(serving["url"], as_body(rec) | {"transaction_id": f"m-{time.time()}"}, dev_key())
+    url = f"http://127.0.0.1:{cluster.METRICS_PORT}/metrics"
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            text = ""
+        if "checkout_risk_decisions" in text and "checkout_risk_stage_latency_ms" in text:
+            break
+        time.sleep(2)
+    lines = [ln for ln in text.splitlines() if ln.startswith("ray_checkout_risk")]
+    decided = [ln for ln in lines if ln.startswith("ray_checkout_risk_decisions_total")]
+    assert any('action="approve"' in ln for ln in decided), lines[:20]
+    assert any('stage="score"' in ln for ln in lines if "stage_latency_ms_bucket" in ln)
 
 
 def test_redis_stopped_mid_test_degrades_inside_budget_and_recovers(serving) -> None:

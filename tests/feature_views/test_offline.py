@@ -117,3 +117,53 @@ def test_no_feature_sees_the_future(small_sim) -> None:
     known = labels[labels["label_time"] <= cut]
     part = compute_features(early, known).set_index("transaction_id")
     pd.testing.assert_frame_equal(part, full.loc[part.index])
+
+
+def test_string_codes_are_stable_and_distinct_across_partitions() -> None:
+    import numpy as np
+
+    from feature_views.offline import _Codes
+
+    codes = _Codes()
+    first = codes.encode(np.array(["a", "b", None, "a", ""], dtype=object))
+    second = codes.encode(np.array(["", "c", "b", float("nan")], dtype=object))
+    assert first[0] == first[3] and first[2] == -1 and second[3] == -1
+    assert second[0] == first[4] and second[2] == first[1]
+    assert len({*first[[0, 1, 4]], second[1]}) == 4 == len(codes)
+
+
+def test_hash_collisions_never_merge_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a hash that collides for every value of one length, codes stay exact."""
+    import numpy as np
+
+    import feature_views.offline as offline
+
+    real = offline._string_hashes
+    monkeypatch.setattr(offline, "_string_hashes", lambda v: real(v) % np.uint64(3))
+    codes = offline._Codes()
+    values = [f"card_{i}" for i in range(50)]
+    first = codes.encode(np.array(values[:30], dtype=object))
+    second = codes.encode(np.array(values[20:] + values[:5], dtype=object))
+    assert len(set(first.tolist())) == 30 and len(codes) == 50
+    by_value = dict(zip(values[:30], first.tolist(), strict=True))
+    again = dict(zip(values[20:] + values[:5], second.tolist(), strict=True))
+    assert all(again[v] == by_value[v] for v in again if v in by_value)
+    assert len(set(again.values()) - set(by_value.values())) == 20
+
+
+def test_lag_walk_in_slices_equals_one_pass(
+    edge: pd.DataFrame, small_sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounding the (attempt, window entry) pairs walked at once changes no value."""
+    import feature_views.offline as offline
+    from feature_views.tables import read_attempts, read_labels
+
+    attempts = read_attempts(small_sim / "events").head(3000)
+    labels = read_labels(small_sim / "labels")
+    whole = compute_features(attempts, labels)
+    monkeypatch.setattr(offline, "LAG_PAIRS", 7)
+    sliced = compute_features(attempts, labels)
+    pd.testing.assert_frame_equal(whole, sliced, check_exact=True)
+    monkeypatch.setattr(offline, "LAG_PAIRS", 1)  # every window deeper than one slice
+    tiny = compute_features(edge_attempts(), edge_labels()).set_index("transaction_id")
+    pd.testing.assert_frame_equal(tiny, edge, check_exact=True)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from serve_graph.decision_log import DecisionLog, find, keyed_hash, verify
+from serve_graph.decision_log import (
+    DecisionLog,
+    StreamBusy,
+    adopt_abandoned,
+    find,
+    iter_records,
+    keyed_hash,
+    verify,
+)
 
 
 def _records(n: int, start: int = 0) -> list[dict]:
@@ -50,6 +58,38 @@ def test_torn_last_line_from_a_crash_is_dropped_on_restart(log_dir: Path) -> Non
     last.write_text(last.read_text() + '{"seq": 26, "prev": "ab')  # died mid-write
     DecisionLog(log_dir / "stream-a", segment_records=10).close()
     assert verify(log_dir).ok
+    recovery = [r for r in iter_records(log_dir) if r.get("type") == "recovery"]
+    assert len(recovery) == 1 and recovery[0]["discarded_bytes"] == len('{"seq": 26, "prev": "ab')
+
+
+def test_one_writer_per_stream_and_abandoned_streams_are_adopted(tmp_path: Path) -> None:
+    live = DecisionLog(tmp_path / "us-east-live")
+    live.append(_records(3))
+    with pytest.raises(StreamBusy):
+        DecisionLog(tmp_path / "us-east-live")  # a second writer would fork the chain
+    dead = DecisionLog(tmp_path / "us-east-dead")
+    dead.append(_records(4, start=10))
+    dead.close()
+    seg = sorted((tmp_path / "us-east-dead").glob("segment-*.jsonl"))[-1]
+    seg.write_text(seg.read_text() + '{"seq": 5, "pr')  # killed mid-write
+    other = DecisionLog(tmp_path / "eu-west-dead")
+    other.close()
+    assert not verify(tmp_path).ok
+    assert adopt_abandoned(tmp_path, "us-east-") == ["us-east-dead"]
+    assert adopt_abandoned(tmp_path, "us-east-") == []  # idempotent
+    live.append(_records(1, start=99))  # the live writer was not disturbed
+    live.close()
+    report = verify(tmp_path)
+    assert report.ok and report.records == 3 + 1 + 4 + 1  # + the recovery record
+
+
+def test_a_failed_commit_is_not_acknowledged(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "s")
+    log._file.close()  # the disk went away under the writer
+    with pytest.raises(ValueError):
+        log.append(_records(1))
+    log._file = open(tmp_path / "s" / "segment-000001.jsonl", "a", encoding="utf-8")
+    log.close()
 
 
 def _lines(path: Path) -> list[str]:

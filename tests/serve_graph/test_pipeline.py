@@ -55,6 +55,10 @@ def test_overload_sheds_to_rules_only_instead_of_timing_out(pipeline) -> None:
     out = pipeline.decide([_record(250.0)], [late])[0]
     assert out["degraded"]["rung"] == 4 and "overload" in out["degraded"]["reason"]
     assert out["fraud_probability"] is None and out["action"] == "step_up"  # >= $100
+    from serve_graph.decision_log import find
+
+    logged = find(pipeline.log_root, out["decision_id"])
+    assert "features" not in logged["timings_ms"]  # shed before the store round trip too
     small = pipeline.decide([_record(20.0)], [late])[0]
     assert small["action"] == "approve"
 
@@ -72,3 +76,48 @@ def test_policy_edits_apply_without_a_restart(tmp_path) -> None:
     path.write_text("rules: [this is not a policy")  # a broken edit keeps the last good one
     time.sleep(1.1)
     assert engine.version == "champion-2026.11.2"
+
+
+def test_warm_up_exercises_every_stage_and_writes_nothing(pipeline) -> None:
+    from feature_views.store import connect
+    from serve_graph.decision_log import iter_records
+
+    redis = connect(pipeline.features.url, timeout_s=5)
+    before = redis.dbsize()
+    took = pipeline.warm_up()
+    assert {"features", "policy", "score", "score_fallback", "explain"} <= set(took)
+    assert redis.dbsize() == before
+    assert list(iter_records(pipeline.log_root)) == []
+
+
+class _DeadExplainer:
+    def explain(self, *args, **kwargs):
+        raise TimeoutError("explainer hop timed out")
+
+
+def test_a_dead_explainer_defers_shap_and_replay_computes_it(
+    trained, registry_root, redis_url, tmp_path
+) -> None:
+    from serve_graph.decision_log import find
+    from serve_graph.replay import replay
+
+    Registry(registry_root).set_stage("v1", "champion", "pipeline test")
+    region = load_region("us-east").model_copy(update={"namespace": f"pl-{uuid.uuid4().hex[:6]}"})
+    p = DecisionPipeline(
+        region,
+        registry_root,
+        log_dir=tmp_path / "log",
+        redis_url=region_store_url(region, redis_url),
+        stages={"explainer": _DeadExplainer()},
+    )
+    try:
+        out = p.decide([_record(9_500.0)], [time.monotonic()])[0]  # large: not an approval
+    finally:
+        p.close()
+    assert out["action"] != "approve" and out["degraded"] is None
+    model = [r for r in out["reasons"] if r["kind"] == "model"]
+    assert model == [{"kind": "model", "code": "explanation_deferred", "contribution": None}]
+    assert find(tmp_path / "log", out["decision_id"]) is not None
+    result = replay(out["decision_id"], tmp_path / "log", registry_root)
+    assert not result.mismatches
+    assert len(result.replayed["model_reasons"]) == region.explain_top

@@ -1,0 +1,335 @@
+"""The serving topologies side by side, open loop, in one run on one machine.
+
+    make bench-serving            (= python -m bench.serving)
+
+From scratch: simulate a marketplace, train a model locally, load the history into the
+online store (embedded Redis, or ``REDIS_URL``), start the local Ray cluster, and serve the
+same model, policy, Redis and stage code three ways:
+
+* ``baseline`` — one uvicorn process running the pipeline (``serve_graph.standalone``): the
+  floor a team would build without Ray Serve;
+* ``fused`` — the production hot path: one Serve deployment per region running every stage
+  in-process, direct ingress behind Serve's HAProxy on :8000;
+* ``graph`` — every stage its own deployment, hops through ``DeploymentHandle``s carrying
+  micro-batches.
+
+For each, the offered rate rises until a step is not sustainable (an error, p99 over the
+120 ms budget, achieved < 95% of offered, or more than 1% of answers degraded); then the
+fused mode is held at 70% of its maximum and at 2x it (overload). The load generator
+(``bench/load.py``) shares the two cores with the servers, equally for all three.
+Results: ``bench/results/serving.json`` and a latency-against-load plot
+``bench/results/serving.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import RESULTS, write
+from bench.load import bodies, find_max, run_step, sample_attempts
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".run" / "bench-serving"
+BASELINE_PORT = 8100
+SERVE_BASE = "http://127.0.0.1:8000"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prepare(days: int, tx_per_day: int) -> dict[str, Any]:
+    """Data, a champion model and a loaded online store; reused when already built."""
+    from feature_views.materialize import materialize
+    from serve_graph.config import load_region
+    from serve_graph.pipeline import region_store_url
+    from simulator.config import load_scenario
+    from simulator.marketplace import simulate
+    from trainers.registry import Registry
+    from trainers.train import train
+
+    data, registry = WORK / "sim", WORK / "models"
+    if not (data / "_SUCCESS.json").exists():
+        log(f"simulating {days} days x {tx_per_day} attempts/day ...")
+        simulate(
+            load_scenario(overrides={"fraud": {"rate": 0.006}}),
+            days=days,
+            tx_per_day=tx_per_day,
+            seed=11,
+            out=data,
+            overwrite=True,
+            progress=False,
+        )
+    if not (registry / "v1" / "metadata.json").exists():
+        log("training a model locally ...")
+        registry.mkdir(parents=True, exist_ok=True)
+        train(data / "events", data / "labels", registry / "v1")
+    Registry(registry).set_stage("v1", "champion", "serving benchmark")
+    region = load_region("us-east")
+    url = region_store_url(region)
+    log(f"loading the online store ({url}) ...")
+    materialize(
+        data / "events",
+        data / "labels",
+        namespace=region.namespace,
+        url=url,
+        flush=True,
+        progress=False,
+    )
+    return {"data": data, "registry": registry, "redis_url": url}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start_baseline(env_paths: dict[str, Any], log_dir: Path) -> subprocess.Popen:
+    if not _free(BASELINE_PORT):
+        raise SystemExit(f"port {BASELINE_PORT} is taken: stop what listens there first")
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHECKOUT_RISK_MODELS": str(env_paths["registry"]),
+            "REDIS_URL": env_paths["redis_url"],
+            "CHECKOUT_RISK_REGION": "us-east",
+            "CHECKOUT_RISK_LOG_DIR": str(log_dir),
+        }
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "serve_graph.standalone:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(BASELINE_PORT),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> None:
+    from checkout_risk import cluster
+
+    cluster.up()
+    common = {
+        "registry": str(env_paths["registry"]),
+        "log_dir": str(log_dir),
+        "redis_url": env_paths["redis_url"],
+        "region": "us-east",
+    }
+    graph_names = (
+        "GraphIngress",
+        "FeatureLookupDeployment",
+        "PolicyDeployment",
+        "ScorerDeployment",
+        "CombinerDeployment",
+    )
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": 8000},
+        "applications": [
+            {
+                "name": "bench-fused",
+                "route_prefix": "/fused",
+                "import_path": "serve_graph.deployments:fused_app",
+                "args": common,
+                "deployments": [
+                    {
+                        "name": "FusedDecider",
+                        "num_replicas": fused_replicas,
+                        "max_ongoing_requests": 256,
+                        "ray_actor_options": {"num_cpus": 0.5},
+                    },
+                    {"name": "ExplainerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
+                    {"name": "ShadowScorerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
+                ],
+            },
+            {
+                "name": "bench-graph",
+                "route_prefix": "/graph",
+                "import_path": "serve_graph.deployments:graph_app",
+                "args": common,
+                "deployments": [
+                    {
+                        "name": n,
+                        "num_replicas": 1,
+                        "max_ongoing_requests": 256,
+                        "ray_actor_options": {"num_cpus": 0.1},
+                    }
+                    for n in graph_names
+                ],
+            },
+        ],
+    }
+    path = WORK / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve = str(Path(cluster._ray()).with_name("serve"))
+    subprocess.run(
+        [serve, "deploy", str(path), "--address", cluster.JOBS_URL],
+        env=cluster.ray_env(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def wait_healthy(url: str, key: str, timeout_s: float = 300) -> None:
+    from serve_graph.deployments import wait_ready
+
+    wait_ready(url, key, timeout_s)
+
+
+def warm(url: str, key: str, body: Any) -> None:
+    """A few seconds of light traffic: first calls load models and open connections."""
+    asyncio.run(run_step(url, key, body, 50, 4))
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, r in results["topologies"].items():
+        steps = sorted(r["steps"], key=lambda s: s["offered_rps"])
+        x = [s["offered_rps"] for s in steps]
+        fig.add_trace(go.Scatter(x=x, y=[s["p99_ms"] for s in steps], name=f"{name} p99"))
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=[s["p50_ms"] for s in steps], name=f"{name} p50", line={"dash": "dot"}
+            )
+        )
+    fig.add_hline(y=120, line_dash="dash", annotation_text="120 ms budget")
+    fig.update_layout(
+        title="Latency against offered load (open loop, same machine, one run)",
+        xaxis_title="offered requests/s",
+        yaxis_title="latency (ms)",
+        yaxis_type="log",
+    )
+    fig.write_html(str(out), include_plotlyjs="cdn")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serving topologies side by side, open loop.")
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--tx-per-day", type=int, default=2000)
+    parser.add_argument("--step-seconds", type=float, default=6.0)
+    parser.add_argument("--hold-seconds", type=float, default=15.0)
+    parser.add_argument("--factor", type=float, default=1.4, help="rate growth per step")
+    parser.add_argument("--fused-replicas", type=int, default=1)
+    parser.add_argument(
+        "--only", choices=["baseline", "fused", "graph"], action="append", help="repeatable"
+    )
+    parser.add_argument("--name", default="serving", help="results file name")
+    args = parser.parse_args(argv)
+    if args.days < 30 or args.tx_per_day < 100 or args.step_seconds <= 0 or args.factor <= 1:
+        parser.error("need --days >= 30, --tx-per-day >= 100, --step-seconds > 0, --factor > 1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from serve_graph.config import dev_key
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    paths = prepare(args.days, args.tx_per_day)
+    key = dev_key()
+    attempts = sample_attempts(str(paths["data"]), 5_000)
+    run_id = int(time.time())
+    log_root = WORK / f"decision-log-{run_id}"
+    wanted = args.only or ["baseline", "fused", "graph"]
+    urls = {
+        "baseline": f"http://127.0.0.1:{BASELINE_PORT}",
+        "fused": f"{SERVE_BASE}/fused",
+        "graph": f"{SERVE_BASE}/graph",
+    }
+    baseline = start_baseline(paths, log_root / "baseline") if "baseline" in wanted else None
+    try:
+        if {"fused", "graph"} & set(wanted):
+            log("deploying the fused and graph applications on the local Ray cluster ...")
+            deploy(paths, log_root / "serve", args.fused_replicas)
+        for name in wanted:
+            wait_healthy(urls[name], key)
+        results: dict[str, Any] = {"topologies": {}}
+        for name in wanted:
+            body = bodies(attempts, f"{name}-{run_id}")
+            log(f"{name}: {urls[name]}")
+            warm(urls[name], key, body)
+            best, steps = asyncio.run(
+                find_max(urls[name], key, body, 50, args.factor, args.step_seconds, log)
+            )
+            results["topologies"][name] = {"max_rps": round(best, 1), "steps": steps}
+            time.sleep(2)
+        if "fused" in wanted and results["topologies"]["fused"]["max_rps"] > 0:
+            fmax = results["topologies"]["fused"]["max_rps"]
+            body = bodies(attempts, f"hold-{run_id}")
+            log(f"fused at 70% of its maximum ({0.7 * fmax:.0f}/s) for {args.hold_seconds:.0f} s")
+            at70 = asyncio.run(
+                run_step(urls["fused"], key, body, 0.7 * fmax, args.hold_seconds)
+            ).summary()
+            log(f"  {at70}")
+            time.sleep(3)
+            log(f"fused overloaded at 2x its maximum ({2 * fmax:.0f}/s)")
+            over = asyncio.run(
+                run_step(urls["fused"], key, body, 2 * fmax, args.hold_seconds)
+            ).summary()
+            log(f"  {over}")
+            results["fused_at_70pct"] = at70
+            results["overload"] = over
+        t = results["topologies"]
+        summary: dict[str, Any] = {
+            f"{n}_max_rps": t[n]["max_rps"] for n in ("baseline", "fused", "graph") if n in t
+        }
+        if "overload" in results:
+            summary["fused_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_ms"]
+            summary["fused_degraded_share_at_70pct"] = results["fused_at_70pct"]["degraded_share"]
+            summary["overload_p99_ms"] = results["overload"]["p99_ms"]
+            summary["overload_errors"] = results["overload"]["errors"]
+            summary["overload_shed_share"] = results["overload"]["degraded_share"]
+        if "baseline" in t and "fused" in t and t["baseline"]["max_rps"]:
+            summary["fused_over_baseline"] = round(
+                t["fused"]["max_rps"] / t["baseline"]["max_rps"], 3
+            )
+        if "graph" in t and "fused" in t and t["fused"]["max_rps"]:
+            summary["graph_over_fused"] = round(t["graph"]["max_rps"] / t["fused"]["max_rps"], 3)
+        results = summary | {
+            "setup": {
+                "fused_replicas": args.fused_replicas,
+                "data": f"{args.days} days x {args.tx_per_day}/day",
+                "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded (unix socket)",
+                "step_seconds": args.step_seconds,
+                "hold_seconds": args.hold_seconds,
+                "sustainable": "0 errors, p99 <= 120 ms, achieved >= 95% offered, <= 1% degraded",
+                "load_generator": "bench/load.py (aiohttp, open loop) on the same 2 cores",
+            },
+            **results,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plot(results, RESULTS / f"{args.name}.html")
+        write(args.name, results, "bench.serving")
+    finally:
+        if baseline is not None:
+            baseline.send_signal(signal.SIGTERM)
+            try:
+                baseline.wait(10)
+            except subprocess.TimeoutExpired:
+                baseline.kill()
+
+
+if __name__ == "__main__":
+    urllib.request.getproxies()  # no proxy lookups inside the timed loop
+    main()

@@ -1,0 +1,100 @@
+"""The micro-batcher: batching, backlog draining, after-work merging, failures reported."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from serve_graph.app import MicroBatcher
+
+
+class Recorder:
+    def __init__(self, run_s: float = 0.0, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.after_calls: list[list[str]] = []
+        self.run_s, self.fail_on = run_s, fail_on
+        self.after_gate = threading.Event()
+        self.after_gate.set()
+
+    def run(self, records: list[dict], arrived: list[float], traces: list) -> list[dict]:
+        ids = [r["id"] for r in records]
+        self.batches.append(ids)
+        if self.fail_on in ids:
+            raise RuntimeError("stage exploded")
+        time.sleep(self.run_s)
+        return [{"id": i, "n": len(ids)} for i in ids]
+
+    def after(self, records: list[dict], results: list[dict]) -> None:
+        self.after_gate.wait(5)
+        self.after_calls.append([r["id"] for r in records])
+
+
+async def _submit_all(b: MicroBatcher, ids: list[str]) -> list:
+    return await asyncio.gather(
+        *(b.submit({"id": i}, time.monotonic(), None) for i in ids), return_exceptions=True
+    )
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_answer() -> None:
+    rec = Recorder()
+    b = MicroBatcher(rec.run, rec.after, max_batch=8, wait_ms=5, backlog_factor=1)
+    ids = [str(i) for i in range(20)]
+    out = asyncio.run(_submit_all(b, ids))
+    assert [o["id"] for o in out] == ids
+    assert all(len(batch) <= 8 for batch in rec.batches) and len(rec.batches) >= 3
+    assert sorted(i for batch in rec.batches for i in batch) == sorted(ids)
+
+
+def test_a_backlog_is_drained_in_larger_batches() -> None:
+    rec = Recorder(run_s=0.05)
+    b = MicroBatcher(rec.run, rec.after, max_batch=4, wait_ms=1, backlog_factor=4)
+    out = asyncio.run(_submit_all(b, [str(i) for i in range(40)]))
+    assert len(out) == 40
+    assert max(len(batch) for batch in rec.batches) > 4  # backlog: up to 16 at once
+    assert all(len(batch) <= 16 for batch in rec.batches)
+
+
+def test_after_work_merges_pending_batches_and_survives_failures() -> None:
+    rec = Recorder(run_s=0.01)
+    rec.after_gate.clear()  # hold the first after-call so later batches pile up behind it
+    b = MicroBatcher(rec.run, rec.after, max_batch=2, wait_ms=1, backlog_factor=1)
+
+    async def scenario() -> None:
+        first = await _submit_all(b, ["a", "b"])
+        rest = await _submit_all(b, ["c", "d", "e", "f", "g", "h"])
+        assert len(first) == 2 and len(rest) == 6
+        rec.after_gate.set()
+        for _ in range(200):
+            if sum(len(c) for c in rec.after_calls) == 8:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    done = [i for call in rec.after_calls for i in call]
+    assert sorted(done) == list("abcdefgh")  # every decision's after-work ran, once
+    assert len(rec.after_calls) < len(rec.batches)  # pending batches were merged
+
+
+def test_a_failing_batch_answers_every_waiter_and_the_loop_goes_on() -> None:
+    rec = Recorder(fail_on="boom")
+    b = MicroBatcher(rec.run, rec.after, max_batch=8, wait_ms=20, backlog_factor=1)
+
+    async def scenario() -> tuple[list, list]:
+        bad = await _submit_all(b, ["x", "boom", "y"])
+        good = await _submit_all(b, ["z"])
+        return bad, good
+
+    bad, good = asyncio.run(scenario())
+    assert all(isinstance(o, RuntimeError) for o in bad)
+    assert good == [{"id": "z", "n": 1}]
+
+
+@pytest.mark.parametrize("max_batch", [1, 3])
+def test_batch_size_is_respected(max_batch: int) -> None:
+    rec = Recorder()
+    b = MicroBatcher(rec.run, rec.after, max_batch=max_batch, wait_ms=5, backlog_factor=1)
+    asyncio.run(_submit_all(b, [str(i) for i in range(7)]))
+    assert max(len(batch) for batch in rec.batches) <= max_batch
