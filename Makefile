@@ -11,7 +11,7 @@ DAYS ?= 90
 TX_PER_DAY ?= 4000
 SEED ?= 7
 
-.PHONY: venv run test lint bench bench-serving clean
+.PHONY: venv run test lint bench bench-serving clean audit chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ bench: $(STAMP)
 # open-loop load: single-process baseline vs fused vs graph, one run (~10 min)
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving
+
+# known vulnerabilities in every installed dependency (the project itself is not on PyPI)
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+
+# the chaos suite alone, longer: make chaos CHAOS_ARGS=--chaos-long
+chaos: $(STAMP)
+	$(PY) -m pytest -q tests/chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf data reports .run

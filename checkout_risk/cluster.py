@@ -41,6 +41,10 @@ def ray_env() -> dict[str, str]:
     # on :8000, instead of the Python HTTP proxy (measured ~14x the proxy's throughput here)
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    # HAProxy also serves its stats page (:8404) and Prometheus metrics (:9101) on every
+    # interface. Ray 2.60 lets us move their ports (RAY_SERVE_HAPROXY_STATS_PORT,
+    # RAY_SERVE_HAPROXY_METRICS_PORT) but not their address: its config template writes
+    # `bind *:<port>`. Both are read-only; on a shared host, firewall them.
     return env
 
 

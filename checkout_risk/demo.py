@@ -183,7 +183,10 @@ def run(
     _show_decisions(data)
     print(f"\ndevelopment API key (also: checkout-risk dev-key): {dev_key()}")
     print(f"try: curl -s -H 'X-API-Key: {dev_key()}' {BASE_URL}/us-east/healthz")
-    print(f"     open {BASE_URL}/us-east/docs ; checkout-risk verify-log")
+    # the docs need the key too: a browser must add the X-API-Key header (e.g. with a
+    # header extension), or save the page: curl -H 'X-API-Key: …' …/docs > docs.html
+    print(f"     curl -s -H 'X-API-Key: {dev_key()}' {BASE_URL}/us-east/docs > docs.html")
+    print("     checkout-risk verify-log")
     if keep_serving:
         print("serving until interrupted (Ctrl-C) ...")
         try:

@@ -9,6 +9,15 @@ code. Only ``transaction_id, event_time, card_id, merchant_id, amount`` are requ
 Times are UTC. ``card_id`` is a token issued by the vault, never a primary account number:
 both the request model and the normaliser reject values that look like a PAN (13-19 digits
 passing the Luhn check), so a raw card number cannot reach the feature store or the logs.
+
+The same rules hold for every text field, in the API and in tables alike (one set of
+checks, :func:`text_problem`): at most 128 characters; no control, format (bidirectional
+overrides, zero-width), surrogate or private-use characters — they make ids that look equal
+but differ, or render log lines misleadingly; no embedded card number (a 13-19 digit run
+passing Luhn, from a card network's range 2-6, standing apart from letters and other
+digits) and no e-mail address, since ids are stored
+and logged as they are. Timestamps must lie in :data:`TIME_RANGE`; the serving API further
+bounds ``event_time`` by its region's clock window (``serve_graph.config``).
 """
 
 from __future__ import annotations
@@ -151,6 +160,78 @@ ATTEMPT_SCHEMA = arrow_schema(ATTEMPT_FIELDS)
 LABEL_SCHEMA = arrow_schema(LABEL_FIELDS)
 
 _PAN_CANDIDATE = re.compile(r"^\d{13,19}$")
+MAX_TEXT = 128
+
+# Characters no id, code or country may hold: C0/C1 controls, format characters (soft
+# hyphen, Arabic letter mark, zero-width, bidi embeddings/overrides/isolates, word joiners,
+# BOM, interlinear annotation), surrogates, private use and tag characters. Declared once
+# as code point ranges, rendered for Python's re and for Arrow's RE2.
+FORBIDDEN_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00, 0x1F),
+    (0x7F, 0x9F),
+    (0xAD, 0xAD),
+    (0x061C, 0x061C),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0xD800, 0xDFFF),
+    (0xE000, 0xF8FF),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0xE0000, 0xE007F),
+    (0xF0000, 0x10FFFF),
+)
+_FORBIDDEN = re.compile(
+    "[" + "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in FORBIDDEN_RANGES) + "]"
+)
+# a digit run standing on its own (not inside a longer token such as a hex uuid)
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9])")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# A cheap superset of the problems above, run by Arrow over whole columns before the
+# exact Python checks look at the few rows it flags.
+_ARROW_PREFILTER = (
+    "["
+    + "".join(
+        f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in FORBIDDEN_RANGES if not 0xD800 <= a <= 0xDFFF
+    )
+    + "]|@|[0-9][0-9 -]{11,}[0-9]|^.{129,}"
+)
+
+# Timestamps outside this range are errors, not history: epoch zero, year 1, year 9999.
+TIME_RANGE = (dt.datetime(1990, 1, 1, tzinfo=UTC), dt.datetime(2100, 1, 1, tzinfo=UTC))
+MAX_AMOUNT = 10_000_000
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text field's value is not acceptable, or None. Same rules for API and tables."""
+    if len(value) > MAX_TEXT:
+        return f"longer than {MAX_TEXT} characters"
+    bad = _FORBIDDEN.search(value)
+    if bad:
+        return (
+            f"contains control or invisible formatting character U+{ord(bad.group()):04X}; "
+            "send plain printable text"
+        )
+    for run in _DIGIT_RUN.findall(value):
+        digits = re.sub(r"[ -]", "", run)
+        if 13 <= len(digits) <= 19 and digits[0] in "23456" and _luhn(digits):
+            return "contains what looks like a card number; send the vault token instead"
+    if _EMAIL.search(value):
+        return "contains an e-mail address; send an opaque id (or only the domain)"
+    return None
 
 
 def looks_like_pan(value: str) -> bool:
@@ -228,7 +309,23 @@ class _AttemptBase(pydantic.BaseModel):
             raise ValueError(
                 "timestamp must carry a timezone (UTC expected), e.g. 2026-11-28T12:00:00Z"
             )
-        return value.astimezone(UTC)
+        outside = f"timestamp outside {TIME_RANGE[0]:%Y-%m-%d} .. {TIME_RANGE[1]:%Y-%m-%d} (UTC)"
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:  # year 1 or 9999 shifted past what datetime holds
+            raise ValueError(outside) from exc
+        if not TIME_RANGE[0] <= value < TIME_RANGE[1]:
+            raise ValueError(outside)
+        return value
+
+    @pydantic.field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @pydantic.field_validator("amount", "amount_usd", check_fields=False)
     @classmethod
@@ -237,8 +334,8 @@ class _AttemptBase(pydantic.BaseModel):
             return None
         if not math.isfinite(value) or value <= 0:
             raise ValueError("amount must be a finite number greater than 0")
-        if value > 10_000_000:
-            raise ValueError("amount above 10,000,000 is not accepted")
+        if value > MAX_AMOUNT:
+            raise ValueError(f"amount above {MAX_AMOUNT:,} is not accepted")
         return value
 
     @pydantic.field_validator("currency", check_fields=False)
@@ -288,6 +385,11 @@ def _parse_times(series: pd.Series, column: str) -> pd.Series:
                 "datetime values)"
             )
         parsed = pd.to_datetime(series, utc=True, errors="raise", format="mixed")
+    except pd.errors.OutOfBoundsDatetime as exc:
+        lo, hi = TIME_RANGE
+        raise ContractError(
+            f"column {column!r} has times outside {lo:%Y-%m-%d} .. {hi:%Y-%m-%d} (UTC)"
+        ) from exc
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ContractError):
             raise
@@ -405,6 +507,35 @@ def _coerce_pandas(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _check_text(table: pa.Table) -> None:
+    """The API's text rules over whole columns: Arrow flags candidates, Python decides."""
+    import pyarrow.compute as pc
+
+    for f in ATTEMPT_FIELDS:
+        if f.arrow_type != pa.string():
+            continue
+        column = table.column(f.name)
+        flagged = pc.fill_null(pc.match_substring_regex(column, _ARROW_PREFILTER), False)
+        if not pc.any(flagged).as_py():
+            continue
+        for value in column.filter(flagged).to_pylist():
+            problem = text_problem(value)
+            if problem:
+                raise ContractError(f"attempts table column {f.name!r} has a value that {problem}")
+
+
+def _check_times(table: pa.Table) -> None:
+    import pyarrow.compute as pc
+
+    lo, hi = TIME_RANGE
+    for name in ("event_time", "merchant_created_at"):
+        bounds = pc.min_max(table.column(name)).as_py()
+        if bounds["min"] is not None and (bounds["min"] < lo or bounds["max"] >= hi):
+            raise ContractError(
+                f"attempts table has {name} outside {lo:%Y-%m-%d} .. {hi:%Y-%m-%d} (UTC)"
+            )
+
+
 # Python's \d (str patterns) is Unicode's Nd, so RE2's \p{Nd} preselects exactly the
 # card_ids the full Luhn check must see.
 _PAN_SHAPE = r"^[\p{Nd} \-]{13,23}$"
@@ -416,6 +547,9 @@ def _check_values(table: pa.Table) -> pa.Table:
     amount = table.column("amount").to_numpy()
     if not np.isfinite(amount).all() or (amount <= 0).any():
         raise ContractError("attempts table has amounts that are not finite numbers > 0")
+    if (amount > MAX_AMOUNT).any():
+        raise ContractError(f"attempts table has amounts above {MAX_AMOUNT:,}")
+    _check_times(table)
     # upper-case each distinct currency with Python's str.upper (a handful of values)
     currency = table.column("currency").combine_chunks().dictionary_encode()
     codes = currency.dictionary.to_pylist()
@@ -449,6 +583,7 @@ def _check_values(table: pa.Table) -> pa.Table:
         raise ContractError(
             f"attempts table has {pans} card_id value(s) that look like card numbers"
         )
+    _check_text(table)
     return table
 
 

@@ -6,6 +6,13 @@ API key (401 otherwise; compared in constant time), and are gathered into micro-
 that run the pipeline in a worker thread, so the event loop never blocks on Redis or
 CatBoost. Admin operations (reload, promote, rollback) are not routes of this app: they go
 through the CLI and the registry file, never the public endpoint.
+
+Every route needs the key, the schema too: ``/openapi.json`` and ``/docs`` (Swagger UI with
+the schema inlined, since a browser cannot add the key header to the schema fetch);
+``/redoc`` is not served. Bodies are capped at 16 KiB whether or not the client declares
+a length (chunked uploads are counted as they stream). Validation errors name the field
+and the rule but do not echo the rejected value back, so a card number or e-mail sent by
+mistake is not reflected into client or proxy logs.
 """
 
 from __future__ import annotations
@@ -17,11 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pydantic
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from feature_views.contract import PaymentAttempt
-from serve_graph.config import ApiKeys, client_digests
+from feature_views.contract import PaymentAttempt, to_ms
+from serve_graph.config import ApiKeys, RegionConfig, client_digests
 
 MAX_BODY_BYTES = 16_384
 logger = logging.getLogger(__name__)
@@ -158,32 +169,125 @@ class MicroBatcher:
             self._after_running = False
 
 
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over `limit` bytes, declared or streamed (chunked)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse({"detail": f"body larger than {self.limit} bytes"}, 413)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit():
+                    bad = JSONResponse({"detail": "invalid Content-Length header"}, 400)
+                    await bad(scope, receive, send)
+                    return
+                if int(value) > self.limit:
+                    await too_large(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # an HTTPException passes FastAPI's body parsing as is
+                    raise HTTPException(413, f"body larger than {self.limit} bytes")
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except HTTPException as exc:  # raised by `counted` outside FastAPI's handlers
+            if exc.status_code != 413 or started:
+                raise
+            await too_large(scope, receive, send)
+
+
+def _event_time_problem(event_time: Any, region: RegionConfig | None) -> str | None:
+    """Why `event_time` is outside the region's accepted window, or None.
+
+    The window is the region's (``max_event_future_s``, ``max_event_age_s``) around this
+    server's clock; the contract's fixed range has already rejected absurd dates.
+    """
+    if region is None:
+        return None
+    skew_s = (to_ms(event_time) or 0) / 1000 - time.time()
+    if region.max_event_future_s is not None and skew_s > region.max_event_future_s:
+        return (
+            f"event_time is {skew_s:.0f} s in the future; region {region.name} accepts at most "
+            f"{region.max_event_future_s:.0f} s of clock skew"
+        )
+    if region.max_event_age_s is not None and -skew_s > region.max_event_age_s:
+        return (
+            f"event_time is {-skew_s:.0f} s old; region {region.name} accepts attempts at "
+            f"most {region.max_event_age_s:.0f} s old"
+        )
+    return None
+
+
 def build_app(
     decide: Callable[[dict, float, str | None], Any],
     health: Callable[[], dict[str, Any]],
     title: str = "checkout-risk",
     keys: ApiKeys | None = None,
+    region: Callable[[], RegionConfig | None] | None = None,
+    lifespan: Any = None,
 ) -> FastAPI:
-    """The public app. `decide(record, arrived, trace)` is awaited per request."""
+    """The public app. `decide(record, arrived, trace)` is awaited per request.
+
+    `region()` returns the serving region's config (its event-time window), or None before
+    a replica has one; `lifespan` lets the process close its pipeline on shutdown.
+    """
     app = FastAPI(
         title=title,
         version="1.0",
         description="Real-time risk decisions for checkout payment attempts.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     api_keys = keys or ApiKeys(client_digests())
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="per-client API key")
 
-    def client(x_api_key: str | None = Header(None, description="per-client API key")) -> str:
+    def client(x_api_key: str | None = Security(key_header)) -> str:  # noqa: B008
         name = api_keys.client_for(x_api_key)
         if name is None:
             raise HTTPException(401, "missing or unknown API key (header X-API-Key)")
         return name
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, 422)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(_client: str = Depends(client)) -> JSONResponse:  # noqa: B008
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_client: str = Depends(client)) -> HTMLResponse:  # noqa: B008
+        # the schema is inlined: the browser's fetch of /openapi.json would carry no key
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title=f"{title} API",
+            swagger_ui_parameters={"spec": app.openapi()},
+        )
 
     @app.post(
         "/v1/decisions",
@@ -198,6 +302,11 @@ def build_app(
         attempt: PaymentAttempt, request: Request, _client: str = Depends(client)
     ) -> Any:  # noqa: B008
         arrived = time.monotonic()
+        problem = _event_time_problem(attempt.event_time, region() if region else None)
+        if problem:
+            raise HTTPException(
+                422, [{"loc": ["body", "event_time"], "msg": problem, "type": "event_time_window"}]
+            )
         trace = request.headers.get("traceparent")
         return await decide(attempt.to_record(), arrived, trace)
 

@@ -37,6 +37,8 @@ class RegionConfig(pydantic.BaseModel):
     residency_required: bool = False
     replicate_to: list[str] | None = None
     outbox_maxlen: pydantic.PositiveInt = 1_000_000
+    max_event_future_s: pydantic.NonNegativeFloat | None = 300
+    max_event_age_s: pydantic.PositiveFloat | None = None
 
     @property
     def budget_ms(self) -> float:

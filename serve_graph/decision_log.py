@@ -80,6 +80,7 @@ class DecisionLog:
         except BlockingIOError:
             self._lockfile.close()
             raise StreamBusy(f"{self.dir} is being written by another live writer") from None
+        self._io = threading.Lock()  # one writer of the files at a time (commits, seals)
         torn = self._recover()
         self._writer = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._writer.start()
@@ -176,7 +177,8 @@ class DecisionLog:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
             try:
-                self._commit([rec for rec, _, _ in batch])
+                with self._io:
+                    self._commit([rec for rec, _, _ in batch])
                 error = None
             except Exception as exc:  # disk full, etc.: every waiter learns of it
                 error = exc
@@ -234,6 +236,7 @@ class DecisionLog:
                 self._lock.release()
                 threading.Event().wait(0.001)
                 self._lock.acquire()
+        with self._io:  # a batch being committed finishes first
             if self.segment_count:
                 self._seal()
 

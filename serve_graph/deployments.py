@@ -46,7 +46,11 @@ def _health() -> dict[str, Any]:
     return health_of(_REPLICA.pipeline) | {"topology": _REPLICA.topology}
 
 
-_app = build_app(_decide, _health, title="checkout-risk")
+def _region() -> Any:
+    return _REPLICA.pipeline.region if _REPLICA is not None else None
+
+
+_app = build_app(_decide, _health, title="checkout-risk", region=_region)
 
 
 def _tracing(component: str) -> Tracing:

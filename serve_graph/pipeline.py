@@ -453,4 +453,6 @@ class DecisionPipeline:
         self.log.append(entries)
 
     def close(self) -> None:
+        """Seal the open log segment (its count and final hash mark a clean end) and close."""
+        self.log.seal()
         self.log.close()

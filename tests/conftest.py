@@ -12,6 +12,15 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-long",
+        action="store_true",
+        default=False,
+        help="tests/chaos: longer load and many more fuzz examples (CI runs the short form)",
+    )
+
+
 def _urls() -> list[str]:
     """Every real Redis available: the embedded one always, REDIS_URL's when set."""
     from feature_views.store import embedded_url

@@ -6,6 +6,7 @@ import datetime as dt
 import math
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 import pytest
@@ -173,3 +174,52 @@ def test_schema_round_trip_through_parquet_and_the_api(small_sim) -> None:
                 assert to_ms(rec[name]) == to_ms(value), name
             else:
                 assert rec[name] == value, name
+
+
+# The same bad value is refused by the API model and by the table normaliser, for the same
+# reason, so training tables and served requests obey one contract.
+BAD_VALUES = [
+    ({"shopper_id": "alice@example.com"}, "e-mail address"),
+    ({"email_domain": "bob.smith@mail.example.org"}, "e-mail address"),
+    ({"device_id": "dev 4111 1111 1111 1111"}, "card number"),
+    ({"merchant_id": "m-5555555555554444"}, "card number"),
+    ({"shopper_id": "eve\u202egnp.exe"}, r"U\+202E"),
+    ({"merchant_id": "m\u200b1"}, r"U\+200B"),
+    ({"channel": "web\x00"}, r"U\+0000"),
+    ({"card_bin": "4242\x1b[31m"}, r"U\+001B"),
+    ({"region": "r" * 129}, "128"),
+    ({"event_time": "1970-01-01T00:00:00Z"}, "outside 1990-01-01"),
+    ({"event_time": "9999-12-31T23:59:59Z"}, "outside 1990-01-01"),
+    ({"merchant_created_at": "1900-01-01T00:00:00Z"}, "outside 1990-01-01"),
+    ({"amount": 20_000_000}, "above 10,000,000"),
+]
+
+
+@pytest.mark.parametrize("patch, needle", BAD_VALUES)
+def test_api_and_tables_refuse_the_same_values(patch: dict, needle: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=needle):
+        PaymentAttempt.model_validate(CORE | patch)
+    with pytest.raises(ContractError, match=needle):
+        normalize_attempts(pd.DataFrame([CORE | patch]))
+    with pytest.raises(ContractError, match=needle):  # the Arrow fast path too
+        normalize_attempts(pa.Table.from_pandas(pd.DataFrame([CORE | patch])))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "tok_1",
+        "Zoë's Café",
+        "店舗-42",
+        "shop 😀",
+        "1693526400000",  # a millisecond timestamp is not a card number
+        "chaos-a4111111111111111b",  # a digit run inside a hex id is not one either
+        "gmail.com",
+        "tx0042_000017",
+    ],
+)
+def test_ordinary_text_passes_everywhere(value: str) -> None:
+    PaymentAttempt.model_validate(CORE | {"shopper_id": value})
+    assert normalize_attempts(pd.DataFrame([CORE | {"shopper_id": value}]))["shopper_id"][0] == (
+        value
+    )
