@@ -144,30 +144,33 @@ async def find_max(
     log: Callable[[str], None] = print,
     ceiling_rps: float = 20_000,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Raise the offered rate by `factor` until a step is not sustainable, then refine once
-    between the last good and the first bad rate."""
+    """Raise the offered rate by `factor` until a rate fails twice in a row (the machine is
+    shared: one stall should not end the search), then refine once between the last good
+    and the first bad rate."""
     steps: list[dict[str, Any]] = []
+
+    async def attempt(rate: float) -> bool:
+        for _ in range(2):
+            s = (await run_step(url, key, body, rate, step_s)).summary()
+            s["sustainable"] = sustainable(s)
+            steps.append(s)
+            log(_line(s))
+            await asyncio.sleep(1.0)  # let queues and the after-response work drain
+            if s["sustainable"]:
+                return True
+        return False
+
     good, bad = 0.0, None
     rate = start_rps
     while rate <= ceiling_rps:
-        s = (await run_step(url, key, body, rate, step_s)).summary()
-        s["sustainable"] = sustainable(s)
-        steps.append(s)
-        log(_line(s))
-        if not s["sustainable"]:
+        if not await attempt(rate):
             bad = rate
             break
         good = rate
         rate *= factor
-        await asyncio.sleep(1.0)  # let queues and the after-response work drain
     if bad is not None and good > 0:
         mid = (good + bad) / 2
-        await asyncio.sleep(2.0)
-        s = (await run_step(url, key, body, mid, step_s)).summary()
-        s["sustainable"] = sustainable(s)
-        steps.append(s)
-        log(_line(s))
-        if s["sustainable"]:
+        if await attempt(mid):
             good = mid
     return good, steps
 
