@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -185,11 +186,17 @@ def _line(s: dict[str, Any]) -> str:
 
 
 def bodies(attempts: Sequence[dict[str, Any]], prefix: str) -> Callable[[int], bytes]:
-    """Request i: attempt i (cycling) under a fresh transaction id, serialised once each."""
+    """Request i: attempt i (cycling), each call under a transaction id never used before.
+
+    Ids count across every step that shares this generator: a repeated id would be an
+    idempotent replay, answered from memory, and flatter the server.
+    """
     templates = [json.dumps(dict(a, transaction_id="@@TXID@@"), default=str) for a in attempts]
+    serial = itertools.count()
 
     def body(i: int) -> bytes:
-        return templates[i % len(templates)].replace("@@TXID@@", f"{prefix}-{i}").encode()
+        tx = f"{prefix}-{next(serial)}"
+        return templates[i % len(templates)].replace("@@TXID@@", tx).encode()
 
     return body
 
