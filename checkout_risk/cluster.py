@@ -41,6 +41,10 @@ def ray_env() -> dict[str, str]:
     # on :8000, instead of the Python HTTP proxy (measured ~14x the proxy's throughput here)
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    # Ray starts workers at niceness 15, so a serving replica yields the CPU to everything
+    # else on the node (HAProxy, Redis, log shippers): on a serving node the replicas are
+    # the work. Measured side by side in bench/serving.py.
+    env.setdefault("RAY_worker_niceness", "0")
     # HAProxy also serves its stats page (:8404) and Prometheus metrics (:9101) on every
     # interface. Ray 2.60 lets us move their ports (RAY_SERVE_HAPROXY_STATS_PORT,
     # RAY_SERVE_HAPROXY_METRICS_PORT) but not their address: its config template writes

@@ -127,6 +127,8 @@ class DecisionPipeline:
             {"service.instance.id": self.replica_id, "checkout_risk.region": region.name},
         )
         self.metrics = DecisionMetrics()
+        self._dumped: dict[str | None, tuple[dict, dict]] = {}
+        self._dumped_from: Any = None
 
     def _remote(self, stage: Any) -> bool:
         return bool(getattr(stage, "remote", False))
@@ -383,9 +385,7 @@ class DecisionPipeline:
             for k, v in values.items()
             if k not in LIST_FIELDS or k in ("merchant_id", "email_domain")
         }
-        all_costs = self.combiner.costs.get()
-        costs = all_costs.for_region(rec.get("region")).model_dump()
-        guardrails = all_costs.guardrails.model_dump()
+        costs, guardrails = self._costs_in_force(rec.get("region"))
         return {
             "type": "decision",
             **response,
@@ -403,6 +403,22 @@ class DecisionPipeline:
             "guardrails": guardrails,
             "replica": self.replica_id,
         }
+
+    def _costs_in_force(self, region: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The costs and guardrails logged with a decision, dumped once per config version
+        (not once per decision: pydantic dumps are a real share of a shed decision's cost).
+        Copies, so no two log records share a mutable dict."""
+        all_costs = self.combiner.costs.get()
+        if self._dumped_from is not all_costs:  # a reload: the held reference keeps ids apart
+            self._dumped_from, self._dumped = all_costs, {}
+        cached = self._dumped.get(region)
+        if cached is None:
+            cached = (
+                all_costs.for_region(region).model_dump(),
+                all_costs.guardrails.model_dump(),
+            )
+            self._dumped[region] = cached
+        return dict(cached[0]), dict(cached[1])
 
     def _remember(self, response: dict[str, Any]) -> None:
         self._recent[response["transaction_id"]] = response
