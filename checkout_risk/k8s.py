@@ -51,6 +51,7 @@ class Volumes(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     models_gib: pydantic.PositiveInt
     decision_log_gib: pydantic.PositiveInt
+    reports_gib: pydantic.PositiveInt = 20
     data_gib: pydantic.PositiveInt
 
 
@@ -449,7 +450,11 @@ def redis_manifests(
 
 
 def storage(region: RegionConfig, cfg: K8sConfig, training: bool) -> list[dict[str, Any]]:
-    sizes = {"models": cfg.volumes.models_gib, "decision-log": cfg.volumes.decision_log_gib}
+    sizes = {
+        "models": cfg.volumes.models_gib,
+        "decision-log": cfg.volumes.decision_log_gib,
+        "reports": cfg.volumes.reports_gib,
+    }
     if training:
         sizes["data"] = cfg.volumes.data_gib
     return [
@@ -500,6 +505,9 @@ def replicator(
 
 def drift_cronjob(region: RegionConfig, cfg: K8sConfig) -> dict[str, Any]:
     volumes, mounts = _volumes()
+    # the HTML and JSON reports outlive the pod: on their own claim, read by whoever alerts
+    volumes.append({"name": "reports", "persistentVolumeClaim": {"claimName": "reports"}})
+    mounts.append({"name": "reports", "mountPath": f"{SRV}/reports"})
     container = _container("drift-report", cfg, 2, 4) | {
         "command": ["checkout-risk"],
         "args": ["drift-report", "--reference", "champion", "--current", "last:24h"],
@@ -507,6 +515,7 @@ def drift_cronjob(region: RegionConfig, cfg: K8sConfig) -> dict[str, Any]:
             {"name": "CHECKOUT_RISK_REGION", "value": region.name},
             {"name": "CHECKOUT_RISK_MODELS", "value": f"{SRV}/models"},
             {"name": "CHECKOUT_RISK_RUN_DIR", "value": f"{SRV}/run"},
+            {"name": "CHECKOUT_RISK_REPORTS", "value": f"{SRV}/reports"},
             _secret_env("CHECKOUT_RISK_LOG_KEY", "decision-log-key", "key"),
         ],
         "volumeMounts": mounts,

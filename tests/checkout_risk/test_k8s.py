@@ -231,6 +231,18 @@ def test_jobs_run_the_agreed_commands_with_absolute_config_paths() -> None:
             "--current",
             "last:24h",
         ]
+        # the reports land on a claim of their own, not in the pod's scratch space
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert env["CHECKOUT_RISK_REPORTS"] in mounts
+        claims = {
+            d["metadata"]["name"]
+            for d in yaml.safe_load_all((K8S / region.name / "storage.yaml").read_text())
+            if d and d["kind"] == "PersistentVolumeClaim"
+        }
+        volumes = drift["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+        assert {v["persistentVolumeClaim"]["claimName"] for v in volumes} <= claims
+        assert "reports" in claims
 
 
 def test_committed_manifests_match_a_fresh_render(capsys) -> None:
