@@ -72,6 +72,7 @@ def _paths(registry: str | None, log_dir: str | None) -> dict[str, Any]:
 
 class _Ingress:
     topology = "fused"
+    in_flight = 2  # micro-batches running at once in this replica
 
     def _start(self, pipeline: DecisionPipeline) -> None:
         global _REPLICA
@@ -79,7 +80,11 @@ class _Ingress:
         region = pipeline.region
         pipeline.warm_up()  # before the first health check passes: no cold first payments
         self.batcher = MicroBatcher(
-            pipeline.decide, pipeline.after, region.max_batch, region.batch_wait_ms
+            pipeline.decide,
+            pipeline.after,
+            region.max_batch,
+            region.batch_wait_ms,
+            in_flight=self.in_flight,
         )
         _REPLICA = self
 
@@ -386,6 +391,8 @@ class GraphIngress(_Ingress):
     """The pipeline with every stage a separate deployment, reached through handles."""
 
     topology = "graph"
+    # the ingress mostly waits on its hops: more batches in flight keep every stage busy
+    in_flight = 4
 
     def __init__(
         self,
