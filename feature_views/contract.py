@@ -185,8 +185,18 @@ FORBIDDEN_RANGES: tuple[tuple[int, int], ...] = (
 _FORBIDDEN = re.compile(
     "[" + "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in FORBIDDEN_RANGES) + "]"
 )
-# a digit run standing on its own (not inside a longer token such as a hex uuid)
-_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d(?:[ -]?\d){12,18}(?![A-Za-z0-9])")
+# A card number standing on its own (not inside a longer token such as a hex uuid): a
+# plain run of 13-19 digits, or the groupings printed on cards and typed by people —
+# fours (the last group 1-4 digits, or a fifth of 1-3), 4-6-5 and 4-6-4 — with one kind
+# of separator. Ids that merely hold
+# numbers between dashes (order-412-1795921234) are not card numbers.
+_DIGIT_RUN = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"\d{13,19}"
+    r"|\d{4}([ -])\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}|\d{1,4})"
+    r"|\d{4}([ -])\d{6}\2\d{4,5}"
+    r")(?![A-Za-z0-9]|[ -]\d)"
+)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 # A cheap superset of the problems above, run by Arrow over whole columns before the
 # exact Python checks look at the few rows it flags.
@@ -225,8 +235,8 @@ def text_problem(value: str) -> str | None:
             f"contains control or invisible formatting character U+{ord(bad.group()):04X}; "
             "send plain printable text"
         )
-    for run in _DIGIT_RUN.findall(value):
-        digits = re.sub(r"[ -]", "", run)
+    for match in _DIGIT_RUN.finditer(value):
+        digits = re.sub(r"[ -]", "", match.group())
         if 13 <= len(digits) <= 19 and digits[0] in "23456" and _luhn(digits):
             return "contains what looks like a card number; send the vault token instead"
     if _EMAIL.search(value):

@@ -272,7 +272,7 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
         meta_path.chmod(0o644)
         meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"version": other}))
     key, rows = dev_key(), serving["window"].iloc[300:].to_dict("records")
-    seen, statuses = set(), []
+    seen, statuses, failures = set(), [], []
     stop = threading.Event()
 
     def traffic() -> None:
@@ -286,6 +286,8 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
             statuses.append(s)
             if s == 200:
                 seen.add(b["model_version"])
+            else:
+                failures.append((s, b))
             i += 1
 
     t = threading.Thread(target=traffic)
@@ -297,7 +299,7 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
     time.sleep(3.0)
     stop.set()
     t.join()
-    assert statuses and all(s == 200 for s in statuses)
+    assert statuses and not failures, failures[:3]
     assert {"v1", other} <= {v.split("/")[0] for v in seen}
 
 

@@ -223,3 +223,28 @@ def test_ordinary_text_passes_everywhere(value: str) -> None:
     assert normalize_attempts(pd.DataFrame([CORE | {"shopper_id": value}]))["shopper_id"][0] == (
         value
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "swap-412-1795921234.567891",
+        "order-2024-11-29-000123",
+        "412-1795921234",
+        "tx 4121795921 234",
+    ],
+)
+def test_ids_holding_numbers_are_not_mistaken_for_card_numbers(value: str) -> None:
+    """Digits between dashes or spaces in groupings no card uses are an id, not a PAN."""
+    from feature_views.contract import text_problem
+
+    assert text_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["4222222222222", "4111 1111 1111 1111", "3782 822463 10005", "3782-8224-6310-005"]
+)
+def test_card_numbers_as_people_write_them_are_refused(value: str) -> None:
+    from feature_views.contract import text_problem
+
+    assert "card number" in (text_problem(value) or "")
