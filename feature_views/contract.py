@@ -247,17 +247,7 @@ def text_problem(value: str) -> str | None:
 def looks_like_pan(value: str) -> bool:
     """True for 13-19 digit strings that pass the Luhn check, i.e. plausible card numbers."""
     digits = re.sub(r"[\s-]", "", value)
-    if not _PAN_CANDIDATE.match(digits):
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    return bool(_PAN_CANDIDATE.match(digits)) and _luhn(digits)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

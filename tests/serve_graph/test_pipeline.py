@@ -30,16 +30,22 @@ def _record(amount: float = 250.0) -> dict:
     ).to_record()
 
 
-@pytest.fixture
-def pipeline(trained, registry_root, redis_url, tmp_path):
+def _pipeline(registry_root, redis_url, log_dir, stages=None) -> DecisionPipeline:
+    """us-east's pipeline over its own namespace, with v1 as champion."""
     Registry(registry_root).set_stage("v1", "champion", "pipeline test")
     region = load_region("us-east").model_copy(update={"namespace": f"pl-{uuid.uuid4().hex[:6]}"})
-    p = DecisionPipeline(
+    return DecisionPipeline(
         region,
         registry_root,
-        log_dir=tmp_path / "log",
+        log_dir=log_dir,
         redis_url=region_store_url(region, redis_url),
+        stages=stages,
     )
+
+
+@pytest.fixture
+def pipeline(trained, registry_root, redis_url, tmp_path):
+    p = _pipeline(registry_root, redis_url, tmp_path / "log")
     yield p
     p.close()
 
@@ -101,15 +107,7 @@ def test_a_dead_explainer_defers_shap_and_replay_computes_it(
     from serve_graph.decision_log import find
     from serve_graph.replay import replay
 
-    Registry(registry_root).set_stage("v1", "champion", "pipeline test")
-    region = load_region("us-east").model_copy(update={"namespace": f"pl-{uuid.uuid4().hex[:6]}"})
-    p = DecisionPipeline(
-        region,
-        registry_root,
-        log_dir=tmp_path / "log",
-        redis_url=region_store_url(region, redis_url),
-        stages={"explainer": _DeadExplainer()},
-    )
+    p = _pipeline(registry_root, redis_url, tmp_path / "log", {"explainer": _DeadExplainer()})
     try:
         out = p.decide([_record(9_500.0)], [time.monotonic()])[0]  # large: not an approval
     finally:
@@ -120,4 +118,4 @@ def test_a_dead_explainer_defers_shap_and_replay_computes_it(
     assert find(tmp_path / "log", out["decision_id"]) is not None
     result = replay(out["decision_id"], tmp_path / "log", registry_root)
     assert not result.mismatches
-    assert len(result.replayed["model_reasons"]) == region.explain_top
+    assert len(result.replayed["model_reasons"]) == p.region.explain_top
