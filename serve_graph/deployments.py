@@ -27,7 +27,12 @@ from ray import serve
 
 from serve_graph.app import MicroBatcher, build_app
 from serve_graph.config import load_region, publish_outbox
-from serve_graph.pipeline import BATCH_DEADLINE, DecisionPipeline, region_store_url
+from serve_graph.pipeline import (
+    BATCH_DEADLINE,
+    DecisionPipeline,
+    region_store_url,
+    synthetic_row,
+)
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
 from serve_graph.telemetry import Tracing, current_carriers
@@ -51,6 +56,15 @@ def _region() -> Any:
 
 
 _app = build_app(_decide, _health, title="checkout-risk", region=_region)
+
+
+def _warm(fn: Any) -> None:
+    """A stage's first call (CatBoost's first prediction or SHAP) is slow: pay it at start,
+    not on a payment. Best effort: a missing model warms up on first use."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _tracing(component: str) -> Tracing:
@@ -131,6 +145,7 @@ class ExplainerDeployment:
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
         self.tracing = _tracing("ExplainerDeployment")
+        _warm(lambda: self.stage.explain([synthetic_row()], False, 5))
 
     def explain(
         self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
@@ -204,6 +219,10 @@ class ScorerDeployment:
 
         self.stage = Scorer(Path(registry) if registry else registry_root())
         self.tracing = _tracing("ScorerDeployment")
+        row = synthetic_row()
+        _warm(lambda: self.stage.score([row], False))
+        _warm(lambda: self.stage.score([row], True))
+        _warm(lambda: self.stage.explain([row], False, 5))
 
     def score(
         self, values: list[dict], fallback: bool, trace: list[str] | None = None

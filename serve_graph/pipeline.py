@@ -79,6 +79,33 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def synthetic_attempt(region: str) -> dict[str, Any]:
+    """A contract-valid attempt that names no real entity: what stages warm up on."""
+    from feature_views.contract import PaymentAttempt
+
+    return PaymentAttempt.model_validate(
+        {
+            "transaction_id": f"warm-up-{uuid.uuid4().hex}",
+            "event_time": datetime.now(timezone.utc).isoformat(),
+            "card_id": "warm-up-card",
+            "merchant_id": "warm-up-merchant",
+            "amount": 10.0,
+            "region": region,
+        }
+    ).to_record()
+
+
+def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Request-time features of a synthetic attempt, shaped like a served feature row."""
+    rec = rec or synthetic_attempt("us-east")
+    row = FeatureLookup.request_only([rec])[0]
+    for f in LIST_FIELDS:
+        row.setdefault(f, rec.get(f))
+    row.setdefault("amount_usd", rec["amount_usd"])
+    row.setdefault("region", rec.get("region"))
+    return row
+
+
 class DecisionPipeline:
     """All stages of one region, for one replica."""
 
@@ -142,19 +169,8 @@ class DecisionPipeline:
         update, no log record. Best effort: a stage that cannot warm up now (the store is
         down) simply warms up on its first real batch. Returns the ms each step took.
         """
-        from feature_views.contract import PaymentAttempt
-
         took: dict[str, float] = {}
-        rec = PaymentAttempt.model_validate(
-            {
-                "transaction_id": f"warm-up-{uuid.uuid4().hex}",
-                "event_time": datetime.now(timezone.utc).isoformat(),
-                "card_id": "warm-up-card",
-                "merchant_id": "warm-up-merchant",
-                "amount": 10.0,
-                "region": self.region.name,
-            }
-        ).to_record()
+        rec = synthetic_attempt(self.region.name)
 
         def step(name: str, fn: Any) -> Any:
             t0 = time.monotonic()
@@ -168,13 +184,12 @@ class DecisionPipeline:
         if self._remote(self.features):
             return took  # the graph's stages warm themselves in their own replicas
         fetched = step("features", lambda: self.features.lookup([rec], [rec["transaction_id"]]))
-        fallback_row = FeatureLookup.request_only([rec])[0]
+        fallback_row = synthetic_row(rec)
         row = dict(fetched.vectors[0].values) if fetched and fetched.vectors else fallback_row
-        for r in (row, fallback_row):
-            for f in LIST_FIELDS:
-                r.setdefault(f, rec.get(f))
-            r.setdefault("amount_usd", rec["amount_usd"])
-            r.setdefault("region", rec.get("region"))
+        for f in LIST_FIELDS:
+            row.setdefault(f, rec.get(f))
+        row.setdefault("amount_usd", rec["amount_usd"])
+        row.setdefault("region", rec.get("region"))
         step("policy", lambda: self.policy.evaluate([row]))
         step("score", lambda: self.scorer.score([row], False))
         step("score_fallback", lambda: self.scorer.score([fallback_row], True))

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -262,15 +263,20 @@ def test_redis_stopped_mid_test_degrades_inside_budget_and_recovers(serving) -> 
     assert s == 200 and b["degraded"] is None, b
 
 
-def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> None:
-    reg = Registry(serving["registry"])
-    other = "v1-hot-swap"
-    if other not in reg.versions():  # a second version: v1's files under another name
-        target = serving["registry"] / other
-        shutil.copytree(serving["registry"] / "v1", target)
+def _second_version(registry: Path, name: str = "v1-hot-swap") -> str:
+    """A second registry version: v1's files under another name (made once)."""
+    if name not in Registry(registry).versions():
+        target = registry / name
+        shutil.copytree(registry / "v1", target)
         meta_path = target / "metadata.json"
         meta_path.chmod(0o644)
-        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"version": other}))
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"version": name}))
+    return name
+
+
+def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> None:
+    reg = Registry(serving["registry"])
+    other = _second_version(serving["registry"])
     key, rows = dev_key(), serving["window"].iloc[300:].to_dict("records")
     seen, statuses, failures = set(), [], []
     stop = threading.Event()
@@ -307,8 +313,7 @@ def test_shadow_challenger_is_scored_off_the_critical_path_and_logged(serving) -
     from serve_graph.decision_log import iter_records
 
     reg = Registry(serving["registry"])
-    assert "v1-hot-swap" in reg.versions()  # made by the hot-swap test
-    reg.set_stage("v1-hot-swap", "shadow", "e2e shadow")
+    reg.set_stage(_second_version(serving["registry"]), "shadow", "e2e shadow")
     time.sleep(1.5)
     ids = []
     for i, rec in enumerate(serving["window"].iloc[600:610].to_dict("records")):
