@@ -18,6 +18,7 @@ mistake is not reflected into client or proxy logs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -78,45 +79,75 @@ class MicroBatcher:
     Up to `in_flight` batches run at once: while one waits on Redis or another deployment,
     the next can start, so one slow hop (a SHAP call, say) does not hold every request
     queued behind it. Requests arriving while all slots are busy gather into the next batch.
+
+    Admission (`admit_wait_ms`): shedding a batch only once it has waited too long builds
+    that wait into every answer of an overload, and the queue still grows when the late
+    batches cost nearly as much as full ones. So while the full path's queue has held a
+    request longer than `admit_wait_ms`, new arrivals bypass it: they go to a shed lane
+    that decides them at once on rules alone (``run(..., shed=reason)``: no store read, no
+    model), in batches of whatever has gathered. The full path keeps working at its own
+    pace on what it admitted, and takes new requests again as soon as its queue drains.
     """
 
     def __init__(
         self,
-        run: Callable[[list[dict], list[float], list], list[dict]],
+        run: Callable[..., list[dict]],
         after: Callable[[list[dict], list[dict]], None],
         max_batch: int,
         wait_ms: float,
         backlog_factor: int = 4,
         in_flight: int = 2,
+        admit_wait_ms: float | None = None,
     ) -> None:
         self.run, self.after = run, after
         self.in_flight = in_flight
         self._slots: asyncio.Semaphore | None = None
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
         self.backlog_batch = max_batch * backlog_factor
+        self.admit_wait_s = None if admit_wait_ms is None else admit_wait_ms / 1000
         self.queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
+        self.shed_queue: asyncio.Queue | None = None
+        self._workers: list[asyncio.Task] = []
         self._bound: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[list[dict], list[dict]]] = []
         self._after_running = False
+        self._head: float | None = None  # arrival of the request held waiting for a slot
+        self._sojourn = 0.0  # how long the last full batch's oldest request had waited
+        self.turned_away = 0
 
     async def submit(self, record: dict[str, Any], arrived: float, trace: str | None) -> dict:
         loop = asyncio.get_running_loop()
         if self.queue is None or self._bound is not loop:  # a new event loop: rebind
             self._bound = loop
-            self.queue = asyncio.Queue()
+            self.queue, self.shed_queue = asyncio.Queue(), asyncio.Queue()
             self._slots = asyncio.Semaphore(self.in_flight)
-            self._worker = loop.create_task(self._loop())
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((record, arrived, trace, fut))
+            self._workers = [loop.create_task(self._loop()), loop.create_task(self._shed_loop())]
+        fut = loop.create_future()
+        item = (record, arrived, trace, fut)
+        waited = self.full_path_wait()
+        if self.admit_wait_s is not None and waited > self.admit_wait_s:
+            self.turned_away += 1
+            await self.shed_queue.put(item)  # type: ignore[union-attr]
+        else:
+            await self.queue.put(item)
         return await fut
+
+    def full_path_wait(self) -> float:
+        """Seconds the full path's queue has been holding its oldest request (0 if empty)."""
+        if self._head is not None:
+            return time.monotonic() - self._head
+        if self.queue is not None and not self.queue.empty():
+            return self._sojourn  # backed up: as long as the last batch's oldest waited
+        return 0.0
 
     async def _loop(self) -> None:
         assert self.queue is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
+            self._head = items[0][1]
             await self._slots.acquire()  # meanwhile, later requests queue into this batch
+            self._head = None
             limit = self.backlog_batch if self.queue.qsize() >= self.max_batch else self.max_batch
             deadline = time.monotonic() + self.wait_s
             while len(items) < limit:
@@ -130,26 +161,40 @@ class MicroBatcher:
                     items.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            loop.create_task(self._process(items))
+            self._sojourn = time.monotonic() - min(i[1] for i in items)
+            loop.create_task(self._full(items))
 
-    async def _process(self, items: list[tuple]) -> None:
+    async def _shed_loop(self) -> None:
+        """One shed batch at a time, of everything that gathered while the last one ran."""
+        assert self.shed_queue is not None
+        while True:
+            items = [await self.shed_queue.get()]
+            while len(items) < self.backlog_batch and not self.shed_queue.empty():
+                items.append(self.shed_queue.get_nowait())
+            reason = f"overload: admission ({self._sojourn * 1000:.0f} ms queued)"
+            await self._process(items, functools.partial(self.run, shed=reason))
+
+    async def _full(self, items: list[tuple]) -> None:
         assert self._slots is not None
         try:
-            records = [i[0] for i in items]
-            try:
-                results = await asyncio.to_thread(
-                    self.run, records, [i[1] for i in items], [i[2] for i in items]
-                )
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear back
-                for *_, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return
-            for (*_, fut), result in zip(items, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+            await self._process(items, self.run)
         finally:
             self._slots.release()
+
+    async def _process(self, items: list[tuple], run: Callable[..., list[dict]]) -> None:
+        records = [i[0] for i in items]
+        try:
+            results = await asyncio.to_thread(
+                run, records, [i[1] for i in items], [i[2] for i in items]
+            )
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear back
+            for *_, fut in items:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (*_, fut), result in zip(items, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
         self._pending.append((records, results))
         if not self._after_running:
             self._after_running = True
@@ -262,7 +307,8 @@ def build_app(
     api_keys = keys or ApiKeys(client_digests())
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="per-client API key")
 
-    def client(x_api_key: str | None = Security(key_header)) -> str:  # noqa: B008
+    # async: a plain def dependency costs a thread-pool hop on every request
+    async def client(x_api_key: str | None = Security(key_header)) -> str:  # noqa: B008
         name = api_keys.client_for(x_api_key)
         if name is None:
             raise HTTPException(401, "missing or unknown API key (header X-API-Key)")

@@ -33,6 +33,7 @@ class RegionConfig(pydantic.BaseModel):
     explain_top: pydantic.PositiveInt = 5
     max_batch: pydantic.PositiveInt = 32
     batch_wait_ms: pydantic.NonNegativeFloat = 2
+    admit_wait_ms: pydantic.PositiveFloat | None = 20
     jurisdiction: str = "US"
     residency_required: bool = False
     replicate_to: list[str] | None = None

@@ -99,6 +99,7 @@ class _Ingress:
             region.max_batch,
             region.batch_wait_ms,
             in_flight=self.in_flight,
+            admit_wait_ms=region.admit_wait_ms,
         )
         _REPLICA = self
 

@@ -203,18 +203,21 @@ class DecisionPipeline:
         records: Sequence[dict[str, Any]],
         arrived: Sequence[float],
         traceparents: Sequence[str | None] | None = None,
+        shed: str | None = None,
     ) -> list[dict[str, Any]]:
         """Decisions for a micro-batch of validated contract-form attempts (blocking).
 
         `traceparents` are the callers' W3C trace contexts (None where absent): each
         decision's trace continues the caller's, and its trace id is logged with it.
+        `shed` (a reason) decides the batch on rules alone, without the store or a model:
+        the admission limit in front of the queue sends the excess of an overload here.
         """
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
         trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
         token = BATCH_DEADLINE.set(deadline)
         try:
-            return self._decide_batch(records, arrived, deadline, trace)
+            return self._decide_batch(records, arrived, deadline, trace, shed)
         finally:
             BATCH_DEADLINE.reset(token)
             trace.close()
@@ -225,6 +228,7 @@ class DecisionPipeline:
         arrived: Sequence[float],
         deadline: float,
         trace: BatchTrace,
+        shed: str | None = None,
     ) -> list[dict[str, Any]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
@@ -235,14 +239,15 @@ class DecisionPipeline:
             return [dict(r, idempotent_replay=True) for r in responses]  # type: ignore[arg-type]
         batch = [records[i] for i in todo]
         left_ms = (deadline - time.monotonic()) * 1000
-        if left_ms < self.region.scoring_budget_ms:
-            # Overloaded: the batch waited so long that it could not be scored anyway. Shed
-            # before the store too (rules on request-time features), so a backlog drains
-            # at the cheapest rung instead of growing. Retries are still recognised by this
-            # replica's memory of recent decisions, not by the store's.
-            fetched = FeatureBatch(
-                None, FeatureLookup.request_only(batch), f"overload: {left_ms:.0f} ms left"
-            )
+        if shed is None and left_ms < self.region.scoring_budget_ms:
+            shed = f"overload: {left_ms:.0f} ms left"
+        if shed is not None:
+            # Overloaded: turned away by admission, or the batch waited so long that it
+            # could not be scored anyway. Shed before the store too (rules on request-time
+            # features), so a backlog drains at the cheapest rung instead of growing.
+            # Retries are still recognised by this replica's memory of recent decisions,
+            # not by the store's.
+            fetched = FeatureBatch(None, FeatureLookup.request_only(batch), shed)
         else:
             with trace.stage("features", todo, self._remote(self.features)):
                 fetched = self.features.lookup(batch, [txids[i] for i in todo])
@@ -256,7 +261,9 @@ class DecisionPipeline:
                 fresh.append(j)
         trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
         if fresh:
-            decided = self._decide(batch, fresh, fetched, arrived, deadline, todo, trace)
+            decided = self._decide(
+                batch, fresh, fetched, arrived, deadline, todo, trace, shed is not None
+            )
             for j, response in zip(fresh, decided, strict=True):
                 responses[todo[j]] = response
         return responses  # type: ignore[return-value]
@@ -270,6 +277,7 @@ class DecisionPipeline:
         deadline: float,
         todo: list[int],
         trace: BatchTrace,
+        shed: bool = False,
     ) -> list[dict[str, Any]]:
         records = [batch[j] for j in fresh]
         rows = [todo[j] for j in fresh]  # positions in the micro-batch (its traces)
@@ -295,7 +303,9 @@ class DecisionPipeline:
         left_ms = (deadline - time.monotonic()) * 1000
         p: np.ndarray | None = None
         version = None
-        if left_ms < self.region.scoring_budget_ms:
+        if shed:
+            rung = 4  # no model either: a shed batch must cost as little as possible
+        elif left_ms < self.region.scoring_budget_ms:
             rung, reason = 4, f"overload: {left_ms:.0f} ms left before scoring"
         else:
             try:

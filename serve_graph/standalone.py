@@ -52,7 +52,13 @@ def create_app(
         redis_url=redis_url,
     )
     pipeline.warm_up()
-    batcher = MicroBatcher(pipeline.decide, pipeline.after, config.max_batch, config.batch_wait_ms)
+    batcher = MicroBatcher(
+        pipeline.decide,
+        pipeline.after,
+        config.max_batch,
+        config.batch_wait_ms,
+        admit_wait_ms=config.admit_wait_ms,
+    )
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:
         return await batcher.submit(record, arrived, trace)

@@ -14,13 +14,19 @@ from serve_graph.app import MicroBatcher
 class Recorder:
     def __init__(self, run_s: float = 0.0, fail_on: str | None = None) -> None:
         self.batches: list[list[str]] = []
+        self.shed_batches: list[list[str]] = []
         self.after_calls: list[list[str]] = []
         self.run_s, self.fail_on = run_s, fail_on
         self.after_gate = threading.Event()
         self.after_gate.set()
 
-    def run(self, records: list[dict], arrived: list[float], traces: list) -> list[dict]:
+    def run(
+        self, records: list[dict], arrived: list[float], traces: list, shed: str | None = None
+    ) -> list[dict]:
         ids = [r["id"] for r in records]
+        if shed is not None:
+            self.shed_batches.append(ids)
+            return [{"id": i, "n": len(ids), "shed": shed} for i in ids]
         self.batches.append(ids)
         if self.fail_on in ids:
             raise RuntimeError("stage exploded")
@@ -120,3 +126,40 @@ def test_a_slow_batch_does_not_hold_the_next_one() -> None:
 
     asyncio.run(scenario())
     assert done == ["fast", "slow"]
+
+
+def test_admission_sends_the_excess_to_the_shed_lane_at_once() -> None:
+    # the full path takes 200 ms a batch; after 20 ms in its queue, arrivals bypass it
+    rec = Recorder(run_s=0.2)
+    b = MicroBatcher(rec.run, rec.after, max_batch=4, wait_ms=1, in_flight=1, admit_wait_ms=20)
+    answered: dict[str, float] = {}
+
+    async def scenario() -> list:
+        t0 = time.monotonic()
+
+        async def one(i: str, delay: float) -> dict:
+            await asyncio.sleep(delay)
+            out = await b.submit({"id": i}, time.monotonic(), None)
+            answered[i] = time.monotonic() - t0
+            return out
+
+        # "a" starts the first batch; "b" waits for the only slot; "c" and "d" come when
+        # "b" has been queued longer than 20 ms; "e" after the full path has caught up
+        return await asyncio.gather(
+            one("a", 0), one("b", 0.01), one("c", 0.06), one("d", 0.07), one("e", 0.7)
+        )
+
+    out = {o["id"]: o for o in asyncio.run(scenario())}
+    assert [i for batch in rec.batches for i in batch] == ["a", "b", "e"]
+    assert sorted(i for batch in rec.shed_batches for i in batch) == ["c", "d"]
+    assert out["c"]["shed"].startswith("overload: admission")
+    assert "shed" not in out["a"] and "shed" not in out["e"]
+    assert answered["c"] < 0.15 and answered["d"] < 0.15  # not behind the 200 ms batches
+    assert b.turned_away == 2
+
+
+def test_without_an_admission_limit_everything_waits_for_the_full_path() -> None:
+    rec = Recorder(run_s=0.05)
+    b = MicroBatcher(rec.run, rec.after, max_batch=1, wait_ms=1, in_flight=1)
+    asyncio.run(_submit_all(b, [str(i) for i in range(6)]))
+    assert rec.shed_batches == [] and sum(len(batch) for batch in rec.batches) == 6

@@ -69,6 +69,22 @@ def test_overload_sheds_to_rules_only_instead_of_timing_out(pipeline) -> None:
     assert small["action"] == "approve"
 
 
+def test_a_batch_turned_away_by_admission_is_decided_on_rules_alone(pipeline) -> None:
+    # fresh requests (the whole budget left) that admission sent to the shed lane
+    now = time.monotonic()
+    big, small = pipeline.decide(
+        [_record(250.0), _record(20.0)], [now, now], shed="overload: admission (25 ms queued)"
+    )
+    for out in (big, small):
+        assert out["degraded"] == {"rung": 4, "reason": "overload: admission (25 ms queued)"}
+        assert out["fraud_probability"] is None and out["model_version"] is None
+    assert big["action"] == "step_up" and small["action"] == "approve"
+    from serve_graph.decision_log import find
+
+    logged = find(pipeline.log_root, big["decision_id"])
+    assert not {"features", "score", "explain"} & set(logged["timings_ms"])
+
+
 def test_policy_edits_apply_without_a_restart(tmp_path) -> None:
     path = tmp_path / "policy.yaml"
     text = (ROOT / "configs" / "policies" / "champion.yaml").read_text()
