@@ -864,8 +864,9 @@ def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame
 
     if labels.empty:
         return fraud_labels(labels, pd.DataFrame(columns=["transaction_id", *LABEL_KEY_COLUMNS]))
-    keys = read_attempt_columns(events, ["transaction_id", *LABEL_KEY_COLUMNS])
-    keys = keys[keys["transaction_id"].isin(set(labels["transaction_id"]))]
+    keys = read_attempt_columns(
+        events, ["transaction_id", *LABEL_KEY_COLUMNS], transaction_ids=labels["transaction_id"]
+    )
     for c in LABEL_KEY_COLUMNS:  # external tables may lack them: the contract's default
         keys[c] = keys[c].fillna("unknown") if c in keys.columns else "unknown"
     return fraud_labels(labels, keys)
