@@ -162,8 +162,11 @@ class _Codes:
         return self.codes_of(encoded.dictionary)[encoded.indices.fill_null(-1).to_numpy()]
 
     def codes_of(self, uniques: pa.Array) -> np.ndarray:
-        """Code of each of the distinct, null-free `uniques`, adding unseen ones; then -1 in
-        a last slot, so dictionary indices with -1 for missing pick -1.
+        """Code of each of the null-free `uniques`, adding unseen ones; then -1 in a last
+        slot, so dictionary indices with -1 for missing pick -1.
+
+        `uniques` is normally a dictionary's values; a value given twice (a dictionary
+        need not be unique) gets one code.
         """
         n = len(uniques)
         codes = np.full(n + 1, -1, dtype=np.int64)
@@ -188,6 +191,13 @@ class _Codes:
         if len(register):
             fresh = np.arange(self.size, self.size + len(register))
             codes[register] = fresh
+            again = unseen[clash[unseen]]  # ... unless it is the same value again
+            if len(again):
+                owner = register[np.searchsorted(new_hashes, h[again])]
+                same = pc.equal(uniques.take(again), uniques.take(owner))
+                same = same.to_numpy(zero_copy_only=False)
+                codes[again[same]] = codes[owner[same]]
+                clash[again[same]] = False
             self.size += len(register)
             self.values.append(uniques.take(register).cast(_STORED))
             where = np.searchsorted(self.hashes, new_hashes)
@@ -692,8 +702,7 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
 
     def dictionary(column: str) -> tuple[np.ndarray, pa.Array]:
         if column not in encoded:
-            enc = table.column(column).combine_chunks().dictionary_encode()
-            encoded[column] = (enc.indices.fill_null(-1).to_numpy(), enc.dictionary)
+            encoded[column] = _dictionary(table.column(column))
         return encoded[column]
 
     codes: dict[str | None, np.ndarray] = {
@@ -728,6 +737,31 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
         transaction_id=table.column("transaction_id").to_numpy(),
         event_time=table.column("event_time").to_pandas(),
     )
+
+
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(index per row, -1 for null; the values indexed) of a string column.
+
+    Columns read as Parquet dictionaries are used as they come (no hashing of every row);
+    plain ones are dictionary-encoded. A dictionary larger than the partition (a day
+    sliced from a whole table keeps the table's dictionary) is cut to the values used,
+    so later steps work in proportion to the partition.
+    """
+    arr = column.combine_chunks()  # dictionaries of several chunks are unified
+    if pa.types.is_dictionary(arr.type) and arr.dictionary.null_count:
+        arr = arr.cast(arr.type.value_type)  # a null among the values: encode afresh
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    indices = arr.indices.fill_null(-1).to_numpy()
+    values = arr.dictionary
+    if len(values) > len(indices):
+        used = np.zeros(len(values) + 1, dtype=bool)  # the last slot catches the -1s
+        used[indices] = True
+        keep = np.flatnonzero(used[:-1])
+        remap = np.full(len(values) + 1, -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        indices, values = remap[indices], values.take(keep)
+    return indices, values
 
 
 def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
@@ -855,7 +889,8 @@ def iter_features(events: str | Path, labels: str | Path | None = None) -> Itera
     from feature_views.tables import iter_attempt_tables, read_labels
 
     lab = read_labels(labels)
-    yield from _stream(iter_attempt_tables(events), table_fraud_labels(events, lab))
+    tables = iter_attempt_tables(events, dictionaries=True)
+    yield from _stream(tables, table_fraud_labels(events, lab))
 
 
 def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame:
