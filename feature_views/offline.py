@@ -8,11 +8,13 @@ same-merchant counts and z-scores run over every (attempt, window entry) pair at
 
 Tables larger than memory are processed in time-ordered partitions (one UTC day each):
 :class:`OfflineState` carries just what later partitions need — the last 30 days of slim
-history for exact windows (kept in (entity, time) order, so a day merges in linear time),
-bucket aggregates for bucketed windows and label statistics, and each entity's first/last
-attempt time. Partitions stay in Arrow until the views: string keys become stable integer
-codes from Arrow's dictionary encoding, and a reader thread decodes the next partition
-while the views of this one run in two threads.
+history for exact windows (one chunk per partition, each in (entity, time) order, so a
+partition picks the rows of the entities it holds and re-sorts only those, never the
+whole history), bucket aggregates for bucketed windows and label statistics, and each
+entity's first/last attempt time. Partitions stay in Arrow until the views: string
+columns are read as Parquet dictionaries, whose values map to stable integer codes, and
+a reader thread decodes the next partition while the views of this one run in two
+threads.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ class OfflineState:
     """
 
     codes: dict[str, _Codes] = dataclasses.field(default_factory=dict)
-    history: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    history: dict[str, list[dict[str, np.ndarray]]] = dataclasses.field(default_factory=dict)
     buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     label_buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     first_ms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -362,38 +364,16 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     fresh = {"code": q_codes[fresh_rows], "ts": t[fresh_rows], "cents": cents[fresh_rows]}
     for c in view.columns:
         fresh[c] = codes[c][fresh_rows]
-    horizon = ms(view.horizon)
-    # Composite keys code * span + (ts - base) order the history by (code, time); rows
-    # older than this partition's earliest window start are never needed again.
-    base = int(t.min()) - horizon - 1
+    # Rows older than this partition's earliest window start are never needed again;
+    # only the history of entities present in this partition matters to it.
+    base = int(t.min()) - ms(view.horizon) - 1
     span = int(t.max()) - base + 1
-    fresh_comp = fresh["code"] * span + (fresh["ts"] - base)
-    carry = state.history.get(view.name)
-    if carry is None:
-        history, comp_all = fresh, fresh_comp
-    else:
-        # The carried history is kept in (code, time, transaction) order, so this
-        # partition's rows merge into it in linear time instead of re-sorting all of it:
-        # one index array says where every kept row goes, then one gather per column.
-        kept = np.flatnonzero(carry["ts"] > base)
-        carry_comp = carry["code"][kept] * span + (carry["ts"][kept] - base)
-        # equal keys: carried (older) rows first, as they happened
-        at = np.searchsorted(carry_comp, fresh_comp, side="right") + np.arange(len(fresh_comp))
-        source = np.empty(len(kept) + len(fresh_comp), dtype=np.int64)
-        from_carry = np.ones(len(source), dtype=bool)
-        from_carry[at] = False
-        source[from_carry] = kept
-        source[at] = len(carry["ts"]) + np.arange(len(fresh_comp))
-        history = {k: np.concatenate([carry[k], fresh[k]])[source] for k in fresh}
-        comp_all = np.empty(len(source), dtype=np.int64)
-        comp_all[from_carry] = carry_comp
-        comp_all[at] = fresh_comp
-    # only the history of entities present in this partition matters to it
+    chunks = [c for c in state.history.get(view.name, []) if c["ts"].max() > base]
     present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
     present[fresh["code"]] = True
-    relevant = np.flatnonzero(present[history["code"]])
-    ref = {k: v[relevant] for k, v in history.items()}
-    comp = comp_all[relevant]
+    ref = _relevant_history([*chunks, fresh], present, base)
+    # composite keys code * span + (ts - base) sort by (code, time)
+    comp = ref["code"] * span + (ref["ts"] - base)
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
     # searching with sorted needles lets numpy narrow each search from the previous one
     q_order = np.argsort(q_comp, kind="stable")
@@ -425,8 +405,43 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    state.history[view.name] = history
+    state.history[view.name] = _compact([*chunks, fresh])
     return out
+
+
+MAX_CHUNKS = 64  # carried history chunks per view before they are merged into one
+
+
+def _relevant_history(
+    chunks: list[dict[str, np.ndarray]], present: np.ndarray, base: int
+) -> dict[str, np.ndarray]:
+    """The rows of `chunks` whose code is `present` and time after `base`, in (code, time,
+    transaction) order.
+
+    Each chunk is one partition's rows in that order and chunks follow each other in
+    time, so the picked rows form one sorted run per chunk: a stable sort by code (Timsort
+    merges the runs) restores the order without touching the rest of the history.
+    """
+    picked = [np.flatnonzero(present[c["code"]] & (c["ts"] > base)) for c in chunks]
+    rows = {
+        k: np.concatenate([c[k][p] for c, p in zip(chunks, picked, strict=True)]) for k in chunks[0]
+    }
+    if len(chunks) == 1:
+        return rows
+    order = np.argsort(rows["code"], kind="stable")
+    return {k: v[order] for k, v in rows.items()}
+
+
+def _compact(chunks: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The carried history chunks, merged into one when there are more than MAX_CHUNKS
+    (many tiny partitions), so the per-partition work stays proportional to the rows.
+    """
+    chunks = [c for c in chunks if len(c["ts"])]
+    if len(chunks) <= MAX_CHUNKS:
+        return chunks
+    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(merged["code"], kind="stable")
+    return [{k: v[order] for k, v in merged.items()}]
 
 
 def _lag_pairs(
