@@ -176,7 +176,7 @@ class _Codes:
         clash = np.zeros(n, dtype=bool)
         found = np.zeros(n, dtype=bool)
         if len(self.hashes):
-            at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            at = np.minimum(_search(self.hashes, h), len(self.hashes) - 1)
             found = self.hashes[at] == h
             if found.any():
                 hit = np.flatnonzero(found)
@@ -375,14 +375,19 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     # composite keys code * span + (ts - base) sort by (code, time)
     comp = ref["code"] * span + (ref["ts"] - base)
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
-    # searching with sorted needles lets numpy narrow each search from the previous one
-    q_order = np.argsort(q_comp, kind="stable")
+    # Searching with sorted needles lets numpy narrow each search from the previous one.
+    # The queries sorted by (code, time) are the rows without a key, then the fresh rows.
+    q_order = np.concatenate([np.flatnonzero(~valid), fresh_rows])
     sorted_q = q_comp[q_order]
+    found: dict[int, np.ndarray] = {}
 
     def search(offset: int) -> np.ndarray:
-        found = np.empty(len(q_comp), dtype=np.int64)
-        found[q_order] = np.searchsorted(comp, sorted_q - offset, side="left")
-        return np.where(valid, found, 0)
+        """Per query, the first history position at or after (code, time - offset)."""
+        if offset not in found:  # windows shared by several aggregations: search once
+            at = np.empty(len(q_comp), dtype=np.int64)
+            at[q_order] = np.searchsorted(comp, sorted_q - offset, side="left")
+            found[offset] = np.where(valid, at, 0)
+        return found[offset]
 
     hi = search(0)
     cum_cents = np.concatenate([[0], np.cumsum(ref["cents"])])
@@ -398,8 +403,7 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
         elif a.kind in ("distinct", "match_count", "zscore_log_amount"):
             lag_windows.setdefault(ms(a.window), []).append(a)
     for window, aggs in lag_windows.items():
-        lo = search(window)
-        out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
+        out.update(_lag_aggregations(aggs, ref, search(window), hi, codes, cents))
     tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order, hi)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
