@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -785,6 +785,16 @@ def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
 
 def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
     """Feature vectors for one decoded partition; advances `state` in place."""
+    return _frame(batch, _gather(_submit_views(batch, state), batch, state))
+
+
+def _submit_views(batch: _Batch, state: OfflineState) -> list[Future[dict[str, np.ndarray]]]:
+    """Start the views of `batch` in the two worker threads (see :func:`_gather`).
+
+    Views are independent given the codes, and their heavy lifting (sorts, searches,
+    gathers) runs in numpy without the GIL: two threads keep both cores busy. Jobs go
+    roughly longest first, so neither thread is left with a long job at the end.
+    """
 
     def bucketed_and_request() -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -793,15 +803,26 @@ def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
         seen = {"merchant_seen_seconds": out["merchant_seen_seconds"]}  # merchant age
         return out | request_features(batch.request | seen)
 
-    # Views are independent given the codes, and their heavy lifting (sorts, searches,
-    # bincounts) runs in numpy without the GIL: two threads keep both cores busy. Jobs
-    # go roughly longest first (the card view has the most history and aggregations).
     activity = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
-    jobs = [activity[0], bucketed_and_request, *activity[1:], lambda: _label_stats(batch, state)]
+    jobs = [bucketed_and_request, *activity, lambda: _label_stats(batch, state)]
+    return [_POOL.submit(job) for job in jobs]
+
+
+def _gather(
+    futures: list[Future[dict[str, np.ndarray]]], batch: _Batch, state: OfflineState
+) -> dict[str, np.ndarray]:
+    """The features of the views started by :func:`_submit_views`; then, as every view
+    has read them, advances the carried first/last attempt times past `batch`.
+    """
     features: dict[str, np.ndarray] = {}
-    for result in _POOL.map(lambda job: job(), jobs):
-        features.update(result)
+    for future in futures:
+        features.update(future.result())
     _advance_timelines(batch, state)
+    return features
+
+
+def _frame(batch: _Batch, features: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The output DataFrame of one partition (columns in FEATURE_NAMES order)."""
     return pd.DataFrame(
         {
             "transaction_id": batch.transaction_id,
@@ -863,7 +884,9 @@ def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFr
 
     A reader thread reads, normalises and decodes partition N+1 (Parquet decoding and
     Arrow kernels release the GIL) while the views of partition N run, so at most three
-    partitions are in memory at once.
+    partitions are in memory at once. The DataFrame of partition N is built by a worker
+    while the views of N+1 run (it is queued first), and the caller gets it while they
+    still run, so neither step leaves a core idle.
     """
     state = OfflineState()
     label_ms = lab["label_ms"].to_numpy(dtype=np.int64)
@@ -882,11 +905,17 @@ def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFr
             return batch
         return None
 
+    frame: Future[pd.DataFrame] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-views-read") as reader:
         pending = reader.submit(next_batch)
         while (batch := pending.result()) is not None:
             pending = reader.submit(next_batch)
-            yield _compute(batch, state)
+            views = _submit_views(batch, state)
+            if frame is not None:
+                yield frame.result()
+            frame = _POOL.submit(_frame, batch, _gather(views, batch, state))
+    if frame is not None:
+        yield frame.result()
 
 
 def _empty_labels() -> pd.DataFrame:
