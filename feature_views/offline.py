@@ -45,7 +45,7 @@ from feature_views.definitions import (
     label_rate_values,
     ms,
 )
-from feature_views.request_features import STRING_INPUTS, request_features
+from feature_views.request_features import STRING_INPUTS, Coded, request_features
 
 GLOBAL_KEY = "*"
 NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
@@ -694,7 +694,7 @@ class _Batch:
     event_ms: np.ndarray  # int64 UTC ms, ascending
     amount_cents: np.ndarray
     codes: dict[str | None, np.ndarray]  # contract column -> stable codes (-1: none)
-    request: dict[str, np.ndarray]  # request_features' inputs, but the merchant view's age
+    request: dict[str, np.ndarray | Coded]  # request_features' inputs, but the merchant age
     label_ms: np.ndarray  # fraud labels newly known by the end of this partition
     label_codes: dict[str | None, np.ndarray]
     transaction_id: np.ndarray
@@ -706,8 +706,9 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
 
     Assigns codes, so partitions must be decoded one at a time and in time order; the
     views then need nothing else from the table. Each string column is dictionary-encoded
-    once by Arrow: its codes come from the distinct values alone, and the request-time
-    inputs are the distinct values (as Python strings) taken by index.
+    once by Arrow (or read so): its codes come from the distinct values alone, and the
+    request-time inputs are the distinct values (as Python strings) with an index per
+    row, so request features are worked out per distinct value.
     """
     event_ms = table.column("event_time").cast(pa.int64()).to_numpy()
     if state.max_event_ms is not None and len(event_ms) and event_ms[0] < state.max_event_ms:
@@ -737,10 +738,10 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
         )
         for e in LABEL_ENTITIES
     }
-    request: dict[str, np.ndarray] = {}
-    for c in STRING_INPUTS:
+    request: dict[str, np.ndarray | Coded] = {}
+    for c in STRING_INPUTS:  # distinct values as Python strings, None last for index -1
         indices, uniques = dictionary(c)
-        request[c] = np.array([*uniques.to_pylist(), None], dtype=object)[indices]
+        request[c] = Coded(np.array([*uniques.to_pylist(), None], dtype=object), indices)
     amount_usd = table.column("amount_usd").to_numpy()
     request["event_ms"] = event_ms
     request["amount_usd"] = amount_usd
