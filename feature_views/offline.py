@@ -12,9 +12,10 @@ history for exact windows (one chunk per partition, each in (entity, time) order
 partition picks the rows of the entities it holds and re-sorts only those, never the
 whole history), bucket aggregates for bucketed windows and label statistics, and each
 entity's first/last attempt time. Partitions stay in Arrow until the views: string
-columns are read as Parquet dictionaries, whose values map to stable integer codes, and
-a reader thread decodes the next partition while the views of this one run in two
-threads.
+columns are read as Parquet dictionaries, whose values map to stable integer codes (and
+request-time features are worked out per distinct value). A reader thread decodes the
+next partition while the views of this one run in two threads, alongside the building
+of the previous partition's DataFrame.
 """
 
 from __future__ import annotations
