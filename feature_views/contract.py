@@ -430,15 +430,18 @@ def normalize_attempts(frame: pd.DataFrame | pa.Table) -> pd.DataFrame:
     return normalize_attempts_table(frame).to_pandas()
 
 
-def normalize_attempts_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
+def normalize_attempts_table(
+    frame: pd.DataFrame | pa.Table, dictionaries: bool = False
+) -> pa.Table:
     """:func:`normalize_attempts`, returning an Arrow table (the offline engine's input).
 
     Parquet input stays in Arrow: casts, defaults and checks run in Arrow's C++ kernels,
     so strings never become Python objects here. DataFrames are coerced in pandas first;
-    both then pass through the same checks.
+    both then pass through the same checks. With `dictionaries`, string columns that come
+    dictionary-encoded stay so (otherwise they become plain strings).
     """
     if isinstance(frame, pa.Table):
-        table = _coerce_arrow(frame)
+        table = _coerce_arrow(frame, dictionaries)
         if table is None:  # types Arrow cannot cast (e.g. free-form time strings)
             table = _from_pandas(_coerce_pandas(frame.to_pandas()))
     else:
@@ -459,7 +462,7 @@ def attempts_table(frame: pd.DataFrame) -> pa.Table:
     return _from_pandas(frame[[f.name for f in ATTEMPT_FIELDS]])
 
 
-def _coerce_arrow(table: pa.Table) -> pa.Table | None:
+def _coerce_arrow(table: pa.Table, dictionaries: bool = False) -> pa.Table | None:
     import pyarrow.compute as pc
 
     missing = [c for c in REQUIRED_ATTEMPT_COLUMNS if c not in table.schema.names]
@@ -471,7 +474,9 @@ def _coerce_arrow(table: pa.Table) -> pa.Table | None:
             arr = pa.nulls(table.num_rows, f.arrow_type)
         else:
             arr = table.column(f.name)
-            if arr.type != f.arrow_type:
+            if dictionaries and _is_dictionary_of(arr.type, f.arrow_type):
+                pass  # kept encoded: the checks and the offline engine read dictionaries
+            elif arr.type != f.arrow_type:
                 try:
                     arr = pc.cast(arr, f.arrow_type, safe=f.arrow_type != TIMESTAMP)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -507,6 +512,25 @@ def _coerce_pandas(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _is_dictionary_of(arrow_type: pa.DataType, value_type: pa.DataType) -> bool:
+    return pa.types.is_dictionary(arrow_type) and arrow_type.value_type == value_type
+
+
+def _text_values(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray | None]:
+    """The values of a string column to check, and how many rows hold each (None: one).
+
+    A dictionary-encoded column is checked once per distinct value it uses: the rules
+    depend on the value alone, and most columns repeat a handful of values.
+    """
+    arr = column.combine_chunks()  # dictionaries of several chunks are unified
+    if not pa.types.is_dictionary(arr.type):
+        return arr, None
+    indices = arr.indices.drop_null().to_numpy()
+    rows = np.bincount(indices, minlength=len(arr.dictionary))
+    used = np.flatnonzero(rows)
+    return arr.dictionary.take(used), rows[used]
+
+
 def _check_text(table: pa.Table) -> None:
     """The API's text rules over whole columns: Arrow flags candidates, Python decides."""
     import pyarrow.compute as pc
@@ -514,7 +538,7 @@ def _check_text(table: pa.Table) -> None:
     for f in ATTEMPT_FIELDS:
         if f.arrow_type != pa.string():
             continue
-        column = table.column(f.name)
+        column, _ = _text_values(table.column(f.name))
         flagged = pc.fill_null(pc.match_substring_regex(column, _ARROW_PREFILTER), False)
         if not pc.any(flagged).as_py():
             continue
@@ -554,7 +578,8 @@ def _check_values(table: pa.Table) -> pa.Table:
     currency = table.column("currency").combine_chunks().dictionary_encode()
     codes = currency.dictionary.to_pylist()
     upper = [c if c is None else c.upper() for c in codes]
-    unknown = set(upper) - set(USD_PER_UNIT)
+    used = np.unique(currency.indices.drop_null().to_numpy())  # all, unless read encoded
+    unknown = {upper[i] for i in used.tolist()} - set(USD_PER_UNIT)
     if unknown:
         raise ContractError(f"attempts table has unknown currencies: {sorted(unknown)}")
     if upper != codes:
@@ -576,9 +601,12 @@ def _check_values(table: pa.Table) -> pa.Table:
         ids = transaction_id.to_pandas()
         dup = ids[ids.duplicated()].iloc[0]
         raise ContractError(f"attempts table has duplicate transaction_id {dup!r}")
-    card = table.column("card_id")
+    card, rows = _text_values(table.column("card_id"))
     shaped = pc.fill_null(pc.match_substring_regex(card, _PAN_SHAPE), False)
-    pans = sum(looks_like_pan(v) for v in card.filter(shaped).to_pylist())
+    pan = np.array([looks_like_pan(v) for v in card.filter(shaped).to_pylist()], dtype=bool)
+    pans = int(
+        pan.sum() if rows is None else rows[shaped.to_numpy(zero_copy_only=False)][pan].sum()
+    )
     if pans:
         raise ContractError(
             f"attempts table has {pans} card_id value(s) that look like card numbers"

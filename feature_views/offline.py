@@ -8,11 +8,14 @@ same-merchant counts and z-scores run over every (attempt, window entry) pair at
 
 Tables larger than memory are processed in time-ordered partitions (one UTC day each):
 :class:`OfflineState` carries just what later partitions need — the last 30 days of slim
-history for exact windows (kept in (entity, time) order, so a day merges in linear time),
-bucket aggregates for bucketed windows and label statistics, and each entity's first/last
-attempt time. Partitions stay in Arrow until the views: string keys become stable integer
-codes from Arrow's dictionary encoding, and a reader thread decodes the next partition
-while the views of this one run in two threads.
+history for exact windows (one chunk per partition, each in (entity, time) order, so a
+partition picks the rows of the entities it holds and re-sorts only those, never the
+whole history), bucket aggregates for bucketed windows and label statistics, and each
+entity's first/last attempt time. Partitions stay in Arrow until the views: string
+columns are read as Parquet dictionaries, whose values map to stable integer codes (and
+request-time features are worked out per distinct value). A reader thread decodes the
+next partition while the views of this one run in two threads, alongside the building
+of the previous partition's DataFrame.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,7 @@ from feature_views.definitions import (
     label_rate_values,
     ms,
 )
-from feature_views.request_features import STRING_INPUTS, request_features
+from feature_views.request_features import STRING_INPUTS, Coded, request_features
 
 GLOBAL_KEY = "*"
 NEVER = np.iinfo(np.int64).max  # "no first attempt yet" in the carried first-seen arrays
@@ -162,8 +165,11 @@ class _Codes:
         return self.codes_of(encoded.dictionary)[encoded.indices.fill_null(-1).to_numpy()]
 
     def codes_of(self, uniques: pa.Array) -> np.ndarray:
-        """Code of each of the distinct, null-free `uniques`, adding unseen ones; then -1 in
-        a last slot, so dictionary indices with -1 for missing pick -1.
+        """Code of each of the null-free `uniques`, adding unseen ones; then -1 in a last
+        slot, so dictionary indices with -1 for missing pick -1.
+
+        `uniques` is normally a dictionary's values; a value given twice (a dictionary
+        need not be unique) gets one code.
         """
         n = len(uniques)
         codes = np.full(n + 1, -1, dtype=np.int64)
@@ -171,7 +177,7 @@ class _Codes:
         clash = np.zeros(n, dtype=bool)
         found = np.zeros(n, dtype=bool)
         if len(self.hashes):
-            at = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            at = np.minimum(_search(self.hashes, h), len(self.hashes) - 1)
             found = self.hashes[at] == h
             if found.any():
                 hit = np.flatnonzero(found)
@@ -188,6 +194,13 @@ class _Codes:
         if len(register):
             fresh = np.arange(self.size, self.size + len(register))
             codes[register] = fresh
+            again = unseen[clash[unseen]]  # ... unless it is the same value again
+            if len(again):
+                owner = register[np.searchsorted(new_hashes, h[again])]
+                same = pc.equal(uniques.take(again), uniques.take(owner))
+                same = same.to_numpy(zero_copy_only=False)
+                codes[again[same]] = codes[owner[same]]
+                clash[again[same]] = False
             self.size += len(register)
             self.values.append(uniques.take(register).cast(_STORED))
             where = np.searchsorted(self.hashes, new_hashes)
@@ -217,7 +230,7 @@ class OfflineState:
     """
 
     codes: dict[str, _Codes] = dataclasses.field(default_factory=dict)
-    history: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    history: dict[str, list[dict[str, np.ndarray]]] = dataclasses.field(default_factory=dict)
     buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     label_buckets: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     first_ms: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -352,47 +365,30 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
     fresh = {"code": q_codes[fresh_rows], "ts": t[fresh_rows], "cents": cents[fresh_rows]}
     for c in view.columns:
         fresh[c] = codes[c][fresh_rows]
-    horizon = ms(view.horizon)
-    # Composite keys code * span + (ts - base) order the history by (code, time); rows
-    # older than this partition's earliest window start are never needed again.
-    base = int(t.min()) - horizon - 1
+    # Rows older than this partition's earliest window start are never needed again;
+    # only the history of entities present in this partition matters to it.
+    base = int(t.min()) - ms(view.horizon) - 1
     span = int(t.max()) - base + 1
-    fresh_comp = fresh["code"] * span + (fresh["ts"] - base)
-    carry = state.history.get(view.name)
-    if carry is None:
-        history, comp_all = fresh, fresh_comp
-    else:
-        # The carried history is kept in (code, time, transaction) order, so this
-        # partition's rows merge into it in linear time instead of re-sorting all of it:
-        # one index array says where every kept row goes, then one gather per column.
-        kept = np.flatnonzero(carry["ts"] > base)
-        carry_comp = carry["code"][kept] * span + (carry["ts"][kept] - base)
-        # equal keys: carried (older) rows first, as they happened
-        at = np.searchsorted(carry_comp, fresh_comp, side="right") + np.arange(len(fresh_comp))
-        source = np.empty(len(kept) + len(fresh_comp), dtype=np.int64)
-        from_carry = np.ones(len(source), dtype=bool)
-        from_carry[at] = False
-        source[from_carry] = kept
-        source[at] = len(carry["ts"]) + np.arange(len(fresh_comp))
-        history = {k: np.concatenate([carry[k], fresh[k]])[source] for k in fresh}
-        comp_all = np.empty(len(source), dtype=np.int64)
-        comp_all[from_carry] = carry_comp
-        comp_all[at] = fresh_comp
-    # only the history of entities present in this partition matters to it
+    chunks = [c for c in state.history.get(view.name, []) if c["ts"].max() > base]
     present = np.zeros(len(state.codes[view.entity.key]), dtype=bool)
     present[fresh["code"]] = True
-    relevant = np.flatnonzero(present[history["code"]])
-    ref = {k: v[relevant] for k, v in history.items()}
-    comp = comp_all[relevant]
+    ref = _relevant_history([*chunks, fresh], present, base)
+    # composite keys code * span + (ts - base) sort by (code, time)
+    comp = ref["code"] * span + (ref["ts"] - base)
     q_comp = np.where(valid, q_codes * span + (t - base), -1)
-    # searching with sorted needles lets numpy narrow each search from the previous one
-    q_order = np.argsort(q_comp, kind="stable")
+    # Searching with sorted needles lets numpy narrow each search from the previous one.
+    # The queries sorted by (code, time) are the rows without a key, then the fresh rows.
+    q_order = np.concatenate([np.flatnonzero(~valid), fresh_rows])
     sorted_q = q_comp[q_order]
+    found: dict[int, np.ndarray] = {}
 
     def search(offset: int) -> np.ndarray:
-        found = np.empty(len(q_comp), dtype=np.int64)
-        found[q_order] = np.searchsorted(comp, sorted_q - offset, side="left")
-        return np.where(valid, found, 0)
+        """Per query, the first history position at or after (code, time - offset)."""
+        if offset not in found:  # windows shared by several aggregations: search once
+            at = np.empty(len(q_comp), dtype=np.int64)
+            at[q_order] = np.searchsorted(comp, sorted_q - offset, side="left")
+            found[offset] = np.where(valid, at, 0)
+        return found[offset]
 
     hi = search(0)
     cum_cents = np.concatenate([[0], np.cumsum(ref["cents"])])
@@ -408,15 +404,49 @@ def _activity(view: ActivityView, batch: _Batch, state: OfflineState) -> dict[st
         elif a.kind in ("distinct", "match_count", "zscore_log_amount"):
             lag_windows.setdefault(ms(a.window), []).append(a)
     for window, aggs in lag_windows.items():
-        lo = search(window)
-        out.update(_lag_aggregations(aggs, ref, lo, hi, codes, cents))
+        out.update(_lag_aggregations(aggs, ref, search(window), hi, codes, cents))
     tl = _timeline(comp, ref["ts"], span, base, q_codes, t, state, view.name, q_order, hi)
     for a in view.features:
         if a.kind in ("seconds_since_previous", "seconds_since_first"):
             out[a.name] = _since(a, tl, t)
     _apply_ttl(out, view, valid, tl, t)
-    state.history[view.name] = history
+    state.history[view.name] = _compact([*chunks, fresh])
     return out
+
+
+MAX_CHUNKS = 64  # carried history chunks per view before they are merged into one
+
+
+def _relevant_history(
+    chunks: list[dict[str, np.ndarray]], present: np.ndarray, base: int
+) -> dict[str, np.ndarray]:
+    """The rows of `chunks` whose code is `present` and time after `base`, in (code, time,
+    transaction) order.
+
+    Each chunk is one partition's rows in that order and chunks follow each other in
+    time, so the picked rows form one sorted run per chunk: a stable sort by code (Timsort
+    merges the runs) restores the order without touching the rest of the history.
+    """
+    picked = [np.flatnonzero(present[c["code"]] & (c["ts"] > base)) for c in chunks]
+    rows = {
+        k: np.concatenate([c[k][p] for c, p in zip(chunks, picked, strict=True)]) for k in chunks[0]
+    }
+    if len(chunks) == 1:
+        return rows
+    order = np.argsort(rows["code"], kind="stable")
+    return {k: v[order] for k, v in rows.items()}
+
+
+def _compact(chunks: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The carried history chunks, merged into one when there are more than MAX_CHUNKS
+    (many tiny partitions), so the per-partition work stays proportional to the rows.
+    """
+    chunks = [c for c in chunks if len(c["ts"])]
+    if len(chunks) <= MAX_CHUNKS:
+        return chunks
+    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(merged["code"], kind="stable")
+    return [{k: v[order] for k, v in merged.items()}]
 
 
 def _lag_pairs(
@@ -665,7 +695,7 @@ class _Batch:
     event_ms: np.ndarray  # int64 UTC ms, ascending
     amount_cents: np.ndarray
     codes: dict[str | None, np.ndarray]  # contract column -> stable codes (-1: none)
-    request: dict[str, np.ndarray]  # request_features' inputs, but the merchant view's age
+    request: dict[str, np.ndarray | Coded]  # request_features' inputs, but the merchant age
     label_ms: np.ndarray  # fraud labels newly known by the end of this partition
     label_codes: dict[str | None, np.ndarray]
     transaction_id: np.ndarray
@@ -677,8 +707,9 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
 
     Assigns codes, so partitions must be decoded one at a time and in time order; the
     views then need nothing else from the table. Each string column is dictionary-encoded
-    once by Arrow: its codes come from the distinct values alone, and the request-time
-    inputs are the distinct values (as Python strings) taken by index.
+    once by Arrow (or read so): its codes come from the distinct values alone, and the
+    request-time inputs are the distinct values (as Python strings) with an index per
+    row, so request features are worked out per distinct value.
     """
     event_ms = table.column("event_time").cast(pa.int64()).to_numpy()
     if state.max_event_ms is not None and len(event_ms) and event_ms[0] < state.max_event_ms:
@@ -692,8 +723,7 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
 
     def dictionary(column: str) -> tuple[np.ndarray, pa.Array]:
         if column not in encoded:
-            enc = table.column(column).combine_chunks().dictionary_encode()
-            encoded[column] = (enc.indices.fill_null(-1).to_numpy(), enc.dictionary)
+            encoded[column] = _dictionary(table.column(column))
         return encoded[column]
 
     codes: dict[str | None, np.ndarray] = {
@@ -709,10 +739,10 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
         )
         for e in LABEL_ENTITIES
     }
-    request: dict[str, np.ndarray] = {}
-    for c in STRING_INPUTS:
+    request: dict[str, np.ndarray | Coded] = {}
+    for c in STRING_INPUTS:  # distinct values as Python strings, None last for index -1
         indices, uniques = dictionary(c)
-        request[c] = np.array([*uniques.to_pylist(), None], dtype=object)[indices]
+        request[c] = Coded(np.array([*uniques.to_pylist(), None], dtype=object), indices)
     amount_usd = table.column("amount_usd").to_numpy()
     request["event_ms"] = event_ms
     request["amount_usd"] = amount_usd
@@ -730,8 +760,43 @@ def _decode(table: pa.Table, new_labels: pd.DataFrame, state: OfflineState) -> _
     )
 
 
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(index per row, -1 for null; the values indexed) of a string column.
+
+    Columns read as Parquet dictionaries are used as they come (no hashing of every row);
+    plain ones are dictionary-encoded. A dictionary larger than the partition (a day
+    sliced from a whole table keeps the table's dictionary) is cut to the values used,
+    so later steps work in proportion to the partition.
+    """
+    arr = column.combine_chunks()  # dictionaries of several chunks are unified
+    if pa.types.is_dictionary(arr.type) and arr.dictionary.null_count:
+        arr = arr.cast(arr.type.value_type)  # a null among the values: encode afresh
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    indices = arr.indices.fill_null(-1).to_numpy()
+    values = arr.dictionary
+    if len(values) > len(indices):
+        used = np.zeros(len(values) + 1, dtype=bool)  # the last slot catches the -1s
+        used[indices] = True
+        keep = np.flatnonzero(used[:-1])
+        remap = np.full(len(values) + 1, -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        indices, values = remap[indices], values.take(keep)
+    return indices, values
+
+
 def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
     """Feature vectors for one decoded partition; advances `state` in place."""
+    return _frame(batch, _gather(_submit_views(batch, state), batch, state))
+
+
+def _submit_views(batch: _Batch, state: OfflineState) -> list[Future[dict[str, np.ndarray]]]:
+    """Start the views of `batch` in the two worker threads (see :func:`_gather`).
+
+    Views are independent given the codes, and their heavy lifting (sorts, searches,
+    gathers) runs in numpy without the GIL: two threads keep both cores busy. Jobs go
+    roughly longest first, so neither thread is left with a long job at the end.
+    """
 
     def bucketed_and_request() -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -740,15 +805,26 @@ def _compute(batch: _Batch, state: OfflineState) -> pd.DataFrame:
         seen = {"merchant_seen_seconds": out["merchant_seen_seconds"]}  # merchant age
         return out | request_features(batch.request | seen)
 
-    # Views are independent given the codes, and their heavy lifting (sorts, searches,
-    # bincounts) runs in numpy without the GIL: two threads keep both cores busy. Jobs
-    # go roughly longest first (the card view has the most history and aggregations).
     activity = [lambda v=v: _activity(v, batch, state) for v in ACTIVITY_VIEWS]
-    jobs = [activity[0], bucketed_and_request, *activity[1:], lambda: _label_stats(batch, state)]
+    jobs = [bucketed_and_request, *activity, lambda: _label_stats(batch, state)]
+    return [_POOL.submit(job) for job in jobs]
+
+
+def _gather(
+    futures: list[Future[dict[str, np.ndarray]]], batch: _Batch, state: OfflineState
+) -> dict[str, np.ndarray]:
+    """The features of the views started by :func:`_submit_views`; then, as every view
+    has read them, advances the carried first/last attempt times past `batch`.
+    """
     features: dict[str, np.ndarray] = {}
-    for result in _POOL.map(lambda job: job(), jobs):
-        features.update(result)
+    for future in futures:
+        features.update(future.result())
     _advance_timelines(batch, state)
+    return features
+
+
+def _frame(batch: _Batch, features: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The output DataFrame of one partition (columns in FEATURE_NAMES order)."""
     return pd.DataFrame(
         {
             "transaction_id": batch.transaction_id,
@@ -810,7 +886,9 @@ def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFr
 
     A reader thread reads, normalises and decodes partition N+1 (Parquet decoding and
     Arrow kernels release the GIL) while the views of partition N run, so at most three
-    partitions are in memory at once.
+    partitions are in memory at once. The DataFrame of partition N is built by a worker
+    while the views of N+1 run (it is queued first), and the caller gets it while they
+    still run, so neither step leaves a core idle.
     """
     state = OfflineState()
     label_ms = lab["label_ms"].to_numpy(dtype=np.int64)
@@ -829,11 +907,17 @@ def _stream(tables: Iterable[pa.Table], lab: pd.DataFrame) -> Iterator[pd.DataFr
             return batch
         return None
 
+    frame: Future[pd.DataFrame] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-views-read") as reader:
         pending = reader.submit(next_batch)
         while (batch := pending.result()) is not None:
             pending = reader.submit(next_batch)
-            yield _compute(batch, state)
+            views = _submit_views(batch, state)
+            if frame is not None:
+                yield frame.result()
+            frame = _POOL.submit(_frame, batch, _gather(views, batch, state))
+    if frame is not None:
+        yield frame.result()
 
 
 def _empty_labels() -> pd.DataFrame:
@@ -855,7 +939,8 @@ def iter_features(events: str | Path, labels: str | Path | None = None) -> Itera
     from feature_views.tables import iter_attempt_tables, read_labels
 
     lab = read_labels(labels)
-    yield from _stream(iter_attempt_tables(events), table_fraud_labels(events, lab))
+    tables = iter_attempt_tables(events, dictionaries=True)
+    yield from _stream(tables, table_fraud_labels(events, lab))
 
 
 def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame:
@@ -864,8 +949,9 @@ def table_fraud_labels(events: str | Path, labels: pd.DataFrame) -> pd.DataFrame
 
     if labels.empty:
         return fraud_labels(labels, pd.DataFrame(columns=["transaction_id", *LABEL_KEY_COLUMNS]))
-    keys = read_attempt_columns(events, ["transaction_id", *LABEL_KEY_COLUMNS])
-    keys = keys[keys["transaction_id"].isin(set(labels["transaction_id"]))]
+    keys = read_attempt_columns(
+        events, ["transaction_id", *LABEL_KEY_COLUMNS], transaction_ids=labels["transaction_id"]
+    )
     for c in LABEL_KEY_COLUMNS:  # external tables may lack them: the contract's default
         keys[c] = keys[c].fillna("unknown") if c in keys.columns else "unknown"
     return fraud_labels(labels, keys)

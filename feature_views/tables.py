@@ -8,7 +8,7 @@ which is what lets the offline engine process tables larger than memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,30 @@ def _exists(path: str | Path) -> Path:
 _ATTEMPT_COLUMNS = [f.name for f in ATTEMPT_FIELDS]
 
 
-def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """The table at `path`; with `columns`, only those of them it has (others cost nothing)."""
+# String columns the offline engine reads as Arrow dictionaries (Parquet stores them so):
+# the reader skips building the strings, contract checks look at each distinct value
+# once, and the engine's integer codes come from the dictionary alone. Transaction ids
+# are unique, so a dictionary would not save anything there.
+DICTIONARY_COLUMNS = [
+    f.name for f in ATTEMPT_FIELDS if f.arrow_type == pa.string() and f.name != "transaction_id"
+]
+
+
+def _read_table(
+    path: Path, columns: list[str] | None = None, dictionaries: bool = False
+) -> pa.Table:
+    """The table at `path`; with `columns`, only those of them it has (others cost nothing).
+
+    With `dictionaries`, the DICTIONARY_COLUMNS come back dictionary-encoded.
+    """
+    wanted = DICTIONARY_COLUMNS if dictionaries else []
     if path.is_dir():
+        options = ds.ParquetReadOptions(dictionary_columns=set(wanted))
         dataset = ds.dataset(
-            path, format="parquet", partitioning="hive", exclude_invalid_files=True
+            path,
+            format=ds.ParquetFileFormat(read_options=options),
+            partitioning="hive",
+            exclude_invalid_files=True,
         )
         if columns is not None:
             return dataset.to_table(columns=[c for c in columns if c in dataset.schema.names])
@@ -51,17 +70,22 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
             table = table.drop_columns(["date"])
         return table
     try:
-        if columns is not None:
-            names = pq.read_schema(path).names
-            return pq.read_table(path, columns=[c for c in columns if c in names])
-        return pq.read_table(path)
+        names = pq.read_schema(path).names
+        present = names if columns is None else [c for c in columns if c in names]
+        return pq.read_table(
+            path, columns=present, read_dictionary=[c for c in wanted if c in present]
+        )
     except Exception as exc:  # pyarrow raises several types for non-Parquet input
         raise ContractError(f"{path} is not a readable Parquet table: {exc}") from exc
 
 
-def _attempts_table(path: Path) -> pa.Table:
-    """Contract-form attempts at `path` as Arrow, sorted by (event_time, transaction_id)."""
-    return sort_attempts(normalize_attempts_table(_read_table(path, _ATTEMPT_COLUMNS)))
+def _attempts_table(path: Path, dictionaries: bool = False) -> pa.Table:
+    """Contract-form attempts at `path` as Arrow, sorted by (event_time, transaction_id).
+
+    With `dictionaries`, string columns other than transaction_id stay dictionary-encoded.
+    """
+    table = _read_table(path, _ATTEMPT_COLUMNS, dictionaries)
+    return sort_attempts(normalize_attempts_table(table, dictionaries))
 
 
 def sort_attempts(table: pa.Table) -> pa.Table:
@@ -124,30 +148,45 @@ def iter_attempt_partitions(path: str | Path) -> Iterator[pd.DataFrame]:
         yield table.to_pandas()
 
 
-def iter_attempt_tables(path: str | Path) -> Iterator[pa.Table]:
-    """:func:`iter_attempt_partitions` as Arrow tables (the offline engine reads these)."""
+def iter_attempt_tables(path: str | Path, dictionaries: bool = False) -> Iterator[pa.Table]:
+    """:func:`iter_attempt_partitions` as Arrow tables (the offline engine reads these).
+
+    With `dictionaries`, string columns other than transaction_id come dictionary-encoded
+    (see DICTIONARY_COLUMNS); values and checks are the same either way.
+    """
     parts = date_partitions(path)
     if parts:
         for part in parts:
-            yield _attempts_table(part)
+            yield _attempts_table(part, dictionaries)
         return
-    yield from split_days(_attempts_table(_exists(path)))
+    yield from split_days(_attempts_table(_exists(path), dictionaries))
 
 
-def read_attempt_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
-    """Only some columns of every attempt (cheap: Parquet reads just those columns)."""
+def read_attempt_columns(
+    path: str | Path, columns: list[str], transaction_ids: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Only some columns of every attempt (cheap: Parquet reads just those columns).
+
+    With `transaction_ids`, only those attempts: the filter runs in Arrow, so the other
+    rows never become Python objects (the offline engine needs the keys of labelled
+    attempts only, a small fraction of the table).
+    """
     p = _exists(path)
     try:
         if p.is_dir():
             dataset = ds.dataset(
                 p, format="parquet", partitioning="hive", exclude_invalid_files=True
             )
-            present = [c for c in columns if c in dataset.schema.names]
-            return dataset.to_table(columns=present).to_pandas()
-        table = pq.read_table(p)
+            table = dataset.to_table(columns=[c for c in columns if c in dataset.schema.names])
+        else:
+            table = pq.read_table(p)
+            table = table.select([c for c in columns if c in table.schema.names])
     except (pa.ArrowInvalid, OSError) as exc:
         raise ContractError(f"{p} is not a readable Parquet table: {exc}") from exc
-    return table.select([c for c in columns if c in table.schema.names]).to_pandas()
+    if transaction_ids is not None:
+        wanted = pa.array(list(dict.fromkeys(transaction_ids)), pa.string())
+        table = table.filter(pc.is_in(table.column("transaction_id"), value_set=wanted))
+    return table.to_pandas()
 
 
 def count_attempts(path: str | Path) -> int:
