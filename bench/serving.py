@@ -163,6 +163,7 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
                 "route_prefix": "/fused",
                 "import_path": "serve_graph.deployments:fused_app",
                 "args": common,
+                "logging_config": {"enable_access_log": False},  # as the baseline's uvicorn
                 "deployments": [
                     {
                         "name": "FusedDecider",
@@ -179,6 +180,7 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
                 "route_prefix": "/graph",
                 "import_path": "serve_graph.deployments:graph_app",
                 "args": common,
+                "logging_config": {"enable_access_log": False},
                 "deployments": [
                     {
                         "name": n,

@@ -165,14 +165,24 @@ class MicroBatcher:
             loop.create_task(self._full(items))
 
     async def _shed_loop(self) -> None:
-        """One shed batch at a time, of everything that gathered while the last one ran."""
+        """Shed batches of everything that gathered meanwhile, two at a time: one can be
+        decided while the other waits for its log fsync."""
         assert self.shed_queue is not None
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(2)
         while True:
             items = [await self.shed_queue.get()]
+            await slots.acquire()
             while len(items) < self.backlog_batch and not self.shed_queue.empty():
                 items.append(self.shed_queue.get_nowait())
             reason = f"overload: admission ({self._sojourn * 1000:.0f} ms queued)"
+            loop.create_task(self._shed(items, reason, slots))
+
+    async def _shed(self, items: list[tuple], reason: str, slots: asyncio.Semaphore) -> None:
+        try:
             await self._process(items, functools.partial(self.run, shed=reason))
+        finally:
+            slots.release()
 
     async def _full(self, items: list[tuple]) -> None:
         assert self._slots is not None

@@ -54,7 +54,21 @@ def canonical(obj: Any) -> str:
 
 
 def record_hash(prev_hash: str, seq: int, body: dict[str, Any]) -> str:
-    return hashlib.sha256(f"{prev_hash}|{seq}|{canonical(body)}".encode()).hexdigest()
+    return _hash_of(prev_hash, seq, canonical(body))
+
+
+def _hash_of(prev_hash: str, seq: int, body_text: str) -> str:
+    return hashlib.sha256(f"{prev_hash}|{seq}|{body_text}".encode()).hexdigest()
+
+
+def _line(seq: int, prev_hash: str, h: str, body_text: str) -> str:
+    """``canonical({"seq", "prev", "hash", "record"})`` from the record's canonical text:
+    the body, by far the largest part, is serialised once for both the hash and the line
+    (keys in sorted order, as ``canonical`` would put them)."""
+    return (
+        f'{{"hash":{canonical(h)},"prev":{canonical(prev_hash)},'
+        f'"record":{body_text},"seq":{canonical(seq)}}}'
+    )
 
 
 class DecisionLog:
@@ -193,10 +207,9 @@ class DecisionLog:
         lines = []
         for body in records:
             self.seq += 1
-            h = record_hash(self.last_hash, self.seq, body)
-            lines.append(
-                canonical({"seq": self.seq, "prev": self.last_hash, "hash": h, "record": body})
-            )
+            text = canonical(body)
+            h = _hash_of(self.last_hash, self.seq, text)
+            lines.append(_line(self.seq, self.last_hash, h, text))
             self.last_hash = h
             self.segment_count += 1
             if self.segment_count >= self.segment_records:

@@ -13,6 +13,7 @@ from serve_graph.decision_log import (
     DecisionLog,
     StreamBusy,
     adopt_abandoned,
+    canonical,
     find,
     iter_records,
     keyed_hash,
@@ -42,6 +43,25 @@ def test_chain_verifies_and_segments_are_sealed(log_dir: Path) -> None:
     assert len(segments) == 3
     seal = json.loads(segments[0].read_text().splitlines()[-1])
     assert seal["seal"] and seal["records"] == 10
+
+
+def test_lines_are_the_canonical_form_of_the_entry(tmp_path: Path) -> None:
+    # the body is serialised once for hash and line: the line must still be exactly what
+    # canonical() gives for the whole entry, whatever the body holds
+    body = {
+        "decision_id": "d-é",
+        "reasons": [{"code": "ship_elsewhere", "contribution": -0.25}],
+        "note": 'quote " backslash \\ newline \n tab \t ünïcødé ☃',
+        "nested": {"b": 1, "a": None, "big": 1e300, "neg": -0.0},
+    }
+    log = DecisionLog(tmp_path / "s")
+    log.append([body, {"decision_id": "second"}])
+    log.close()
+    lines = (tmp_path / "s" / "segment-000001.jsonl").read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        assert line == canonical(json.loads(line))
+    assert json.loads(lines[0])["record"] == body
+    assert verify(tmp_path).ok
 
 
 def test_restart_continues_the_chain(log_dir: Path) -> None:
