@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.core.internals import BlockManager
+from pandas.core.internals.api import make_block  # what pyarrow builds frames with
 
 from feature_views.contract import FRAUD_LABEL_KINDS, attempts_table
 from feature_views.definitions import (
@@ -824,14 +826,28 @@ def _gather(
 
 
 def _frame(batch: _Batch, features: dict[str, np.ndarray]) -> pd.DataFrame:
-    """The output DataFrame of one partition (columns in FEATURE_NAMES order)."""
-    return pd.DataFrame(
-        {
-            "transaction_id": batch.transaction_id,
-            "event_time": batch.event_time,
-            **{name: features[name] for name in FEATURE_NAMES},
-        }
-    )
+    """The output DataFrame of one partition (columns in FEATURE_NAMES order).
+
+    Built from one 2-D block per dtype, filled row by row, the way pyarrow's
+    ``to_pandas`` hands pandas its blocks: ``pd.DataFrame(dict)`` would consolidate the 77
+    columns itself at several times the cost, all of it holding the GIL that the views of
+    the next partition are waiting for. Same frame, column for column.
+    """
+    names = ["transaction_id", *FEATURE_NAMES]
+    arrays = [np.asarray(batch.transaction_id), *(np.asarray(features[n]) for n in FEATURE_NAMES)]
+    by_dtype: dict[np.dtype, list[int]] = {}
+    for i, values in enumerate(arrays):
+        by_dtype.setdefault(values.dtype, []).append(i)
+    blocks = []
+    for dtype, where in by_dtype.items():
+        block = np.empty((len(where), len(batch.event_ms)), dtype=dtype)
+        for row, i in enumerate(where):
+            block[row] = arrays[i]
+        blocks.append(make_block(block, placement=np.asarray(where)))
+    manager = BlockManager(blocks, [pd.Index(names), pd.RangeIndex(len(batch.event_ms))])
+    frame = pd.DataFrame._from_mgr(manager, manager.axes)
+    frame.insert(1, "event_time", batch.event_time.array)
+    return frame
 
 
 def compute_partition(

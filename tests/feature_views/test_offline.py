@@ -105,6 +105,23 @@ def test_partitioned_run_equals_whole_table(small_sim) -> None:
     assert len(whole) > 20_000
 
 
+def test_partition_frames_are_what_pandas_would_build(small_sim) -> None:
+    # frames are assembled from one block per dtype; they must equal pandas' own
+    # construction from the columns, dtypes and order included, and stay consolidated
+    import warnings
+
+    frame = next(iter(iter_features(small_sim / "events", small_sim / "labels")))
+    assert list(frame.columns) == ["transaction_id", "event_time", *FEATURE_NAMES]
+    rebuilt = pd.DataFrame({c: frame[c].to_numpy(copy=True) for c in frame.columns})
+    rebuilt["event_time"] = frame["event_time"].copy()
+    pd.testing.assert_frame_equal(frame, rebuilt, check_exact=True)
+    assert frame._mgr.nblocks <= 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "highly fragmented" warning for callers
+        frame["label"] = 0
+        frame.loc[frame.index[:3], "amount_usd"] = 1.0
+
+
 def test_no_feature_sees_the_future(small_sim) -> None:
     """Dropping every later attempt and label must not change an attempt's features."""
     from feature_views.tables import read_attempts, read_labels
