@@ -30,10 +30,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--tx-per-day", type=int, default=20_000)
     parser.add_argument("--reads", type=int, default=3_000)
+    parser.add_argument("--offline-passes", type=int, default=3, help="median of this many")
     parser.add_argument(
         "--name", default="feature_views", help="result file name under bench/results/"
     )
     args = parser.parse_args()
+    if args.offline_passes < 1:
+        parser.error("--offline-passes must be at least 1")
     url = store_url()
     results: dict = {"redis": "REDIS_URL" if url.startswith("redis") else "embedded (unix socket)"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,16 +51,23 @@ def main() -> None:
         )
         events, labels = sim / "events", sim / "labels"
 
-        started, cpu_started = time.perf_counter(), time.process_time()
-        rows = sum(len(f) for f in iter_features(events, labels))
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started  # all threads of this process
-        results["offline"] = {
-            "events": rows,
-            "seconds": round(seconds, 2),
-            "events_per_s": round(rows / seconds),
-            "cpu_seconds_per_million_events": round(cpu / rows * 1e6, 2),
-        }
+        # Several passes: the first pays for this process's cold caches and allocator, which
+        # a table of billions of rows amortises; all are reported, the median is the figure.
+        passes = []
+        for _ in range(args.offline_passes):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            rows = sum(len(f) for f in iter_features(events, labels))
+            seconds = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started  # all threads of this process
+            passes.append(
+                {
+                    "seconds": round(seconds, 2),
+                    "events_per_s": round(rows / seconds),
+                    "cpu_seconds_per_million_events": round(cpu / rows * 1e6, 2),
+                }
+            )
+        median = sorted(passes, key=lambda r: r["events_per_s"])[len(passes) // 2]
+        results["offline"] = {"events": rows, **median, "passes": passes}
 
         namespace = f"bench-{uuid.uuid4().hex[:6]}"
         loaded = materialize(events, labels, namespace=namespace, url=url, progress=False)
