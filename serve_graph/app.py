@@ -114,6 +114,7 @@ class MicroBatcher:
         self._after_running = False
         self._head: float | None = None  # arrival of the request held waiting for a slot
         self._sojourn = 0.0  # how long the last full batch's oldest request had waited
+        self._shed_wait = 0.0  # the longest full-path wait that turned requests away
         self.turned_away = 0
 
     async def submit(self, record: dict[str, Any], arrived: float, trace: str | None) -> dict:
@@ -128,6 +129,7 @@ class MicroBatcher:
         waited = self.full_path_wait()
         if self.admit_wait_s is not None and waited > self.admit_wait_s:
             self.turned_away += 1
+            self._shed_wait = max(self._shed_wait, waited)
             await self.shed_queue.put(item)  # type: ignore[union-attr]
         else:
             await self.queue.put(item)
@@ -176,7 +178,8 @@ class MicroBatcher:
             await slots.acquire()
             while len(items) < self.backlog_batch and not self.shed_queue.empty():
                 items.append(self.shed_queue.get_nowait())
-            reason = f"overload: admission ({self._sojourn * 1000:.0f} ms queued)"
+            reason = f"overload: admission ({self._shed_wait * 1000:.0f} ms queued)"
+            self._shed_wait = 0.0
             loop.create_task(self._shed(items, reason, slots))
 
     async def _shed(self, items: list[tuple], reason: str, slots: asyncio.Semaphore) -> None:

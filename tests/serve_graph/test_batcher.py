@@ -153,6 +153,8 @@ def test_admission_sends_the_excess_to_the_shed_lane_at_once() -> None:
     assert [i for batch in rec.batches for i in batch] == ["a", "b", "e"]
     assert sorted(i for batch in rec.shed_batches for i in batch) == ["c", "d"]
     assert out["c"]["shed"].startswith("overload: admission")
+    queued_ms = int(out["c"]["shed"].split("(")[1].split(" ")[0])
+    assert queued_ms >= 20  # the wait that turned it away, logged as evidence
     assert "shed" not in out["a"] and "shed" not in out["e"]
     assert answered["c"] < 0.15 and answered["d"] < 0.15  # not behind the 200 ms batches
     assert b.turned_away == 2
