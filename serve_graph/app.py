@@ -29,7 +29,7 @@ import pydantic
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -313,6 +313,10 @@ class DecisionsRoute:
         headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", []):
             headers.setdefault(name.lower(), value)
+        response = await self._answer(body, headers, arrived)
+        await response(scope, receive, send)
+
+    async def _answer(self, body: bytes, headers: dict[bytes, bytes], arrived: float) -> Response:
         data: Any = None
         if body:
             data = body
@@ -321,35 +325,29 @@ class DecisionsRoute:
                     data = json.loads(body)
                 except json.JSONDecodeError as exc:
                     error = {"loc": ["body", exc.pos], "msg": "JSON decode error"}
-                    await _answer(send, 422, {"detail": [error | {"type": "json_invalid"}]})
-                    return
+                    return JSONResponse({"detail": [error | {"type": "json_invalid"}]}, 422)
                 except Exception:  # noqa: BLE001 - not text, too deep...: as FastAPI answers
-                    await _answer(send, 400, {"detail": "There was an error parsing the body"})
-                    return
+                    return JSONResponse({"detail": "There was an error parsing the body"}, 400)
         key = headers.get(b"x-api-key")
         if self.keys.client_for(None if key is None else key.decode("latin-1")) is None:
-            await _answer(send, 401, {"detail": UNAUTHORISED})
-            return
+            return JSONResponse({"detail": UNAUTHORISED}, 401)
         if data is None:
             missing = {"loc": ["body"], "msg": "Field required", "type": "missing"}
-            await _answer(send, 422, {"detail": [missing]})
-            return
+            return JSONResponse({"detail": [missing]}, 422)
         try:
             # as FastAPI validates a body (from_attributes: the same error for non-objects)
             attempt = PaymentAttempt.model_validate(data, from_attributes=True)
         except pydantic.ValidationError as exc:
-            await _answer(send, 422, {"detail": _field_errors(exc.errors(), ("body",))})
-            return
+            return JSONResponse({"detail": _field_errors(exc.errors(), ("body",))}, 422)
         problem = _event_time_problem(attempt.event_time, self.region() if self.region else None)
         if problem:
             error = {"loc": ["body", "event_time"], "msg": problem, "type": "event_time_window"}
-            await _answer(send, 422, {"detail": [error]})
-            return
+            return JSONResponse({"detail": [error]}, 422)
         trace = headers.get(b"traceparent")
         result = await self.decide(
             attempt.to_record(), arrived, None if trace is None else trace.decode("latin-1")
         )
-        await _answer(send, 200, Decision.model_validate(result).model_dump(mode="json"))
+        return JSONResponse(Decision.model_validate(result).model_dump(mode="json"))
 
 
 UNAUTHORISED = "missing or unknown API key (header X-API-Key)"
@@ -376,16 +374,6 @@ def _field_errors(errors: Any, prefix: tuple = ()) -> list[dict[str, Any]]:
         {"loc": [*prefix, *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in errors
     ]
-
-
-async def _answer(send: Send, status: int, payload: Any) -> None:
-    """A JSON response, rendered as Starlette's JSONResponse renders it."""
-    body = json.dumps(
-        payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _event_time_problem(event_time: Any, region: RegionConfig | None) -> str | None:
