@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from monitoring.jobs import main
 from monitoring.windows import LogWindow, ModelReference, WindowError, parse_reference, parse_window
-from tests.monitoring.conftest import DRIFT_FROM
+from tests.monitoring.conftest import DRIFT_FROM, ROOT
 
 QUIET = "2026-06-09..2026-06-12"  # before the drift: the reference
 BEFORE = "2026-06-12"  # the last day without drift
@@ -120,9 +121,22 @@ def test_model_reference_and_the_cronjob_form(drift_log, registry_root, tmp_path
     assert overall["rows"]["current"] >= 400  # the newest day, newest decision included
 
 
+def _latency_limits(tmp_path: Path, ms: float) -> Path:
+    """The shipped guardrails with every latency limit set to `ms`: whether this shared
+    machine stalled while the fixture decided is not what these tests are about."""
+    config = ROOT / "configs" / "monitoring" / "guardrails.yaml"
+    text = re.sub(
+        r"^(  (total|features|queue):\s*)\d+", rf"\g<1>{ms:g}", config.read_text(), flags=re.M
+    )
+    path = tmp_path / f"guardrails-{ms:g}.yaml"
+    path.write_text(text)
+    return path
+
+
 def test_guardrails_against_the_quiet_baseline(drift_log, tmp_path) -> None:
     args = ["guardrail-report", "--log", str(drift_log), "--reference", QUIET]
-    code, quiet, _ = _run(tmp_path, *args, "--current", BEFORE)
+    patient = ("--config", str(_latency_limits(tmp_path, 60_000)))
+    code, quiet, _ = _run(tmp_path, *args, "--current", BEFORE, *patient)
     assert code == 0, quiet["alerts"]
     assert quiet["rung_share"] == {"1": 1.0} or quiet["rung_share"].get("1", 0) > 0.99
     assert quiet["latency_p99_ms"]["total"] > 0
@@ -130,6 +144,16 @@ def test_guardrails_against_the_quiet_baseline(drift_log, tmp_path) -> None:
     assert {"features", "score", "queue"} <= set(quiet["latency_p99_ms"])
     # shadow and champion are the same model here: they must agree exactly
     assert quiet["shadow"]["decisions"] > 0 and quiet["shadow"]["disagreement"] == 0.0
+    # latency limits do alert: below any real stage time, every limited stage is named
+    code, slow, _ = _run(
+        tmp_path, *args, "--current", BEFORE, "--config", str(_latency_limits(tmp_path, 0.001))
+    )
+    assert code == 1
+    assert {a["scope"] for a in slow["alerts"] if a["kind"] == "latency"} == {
+        "total",
+        "features",
+        "queue",
+    }
 
     code, report, folder = _run(tmp_path, *args, "--current", DRIFTING)
     assert code == 1
