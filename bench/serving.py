@@ -171,7 +171,6 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
                         "max_ongoing_requests": 256,
                         "ray_actor_options": {"num_cpus": 0.5},
                     },
-                    {"name": "ExplainerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
                     {"name": "ShadowScorerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
                 ],
             },

@@ -199,31 +199,49 @@ class OnlineFeatureStore:
         pipe = self.r.pipeline(transaction=False)
         for txid in decision_ids:
             pipe.get(self.decision_key(txid))
-        plan: list[list[tuple[str, Any]]] = []
+        # Attempts of one batch share keys (every attempt reads the global label counts,
+        # many the same merchant or category): each distinct read is sent once, and its
+        # reply parsed once. Parsing replies is most of a read's cost in this process.
+        queued: dict[tuple[Any, ...], int] = {}
+
+        def read(*command: Any) -> int:
+            at = queued.get(command)
+            if at is None:
+                at = queued[command] = len(queued)
+                if command[0] == "ZRANGEBYSCORE":  # raw pairs: no score re-encoding
+                    pipe.execute_command(*command, "WITHSCORES")
+                elif command[0] == "HMGET":
+                    pipe.hmget(command[1], "f", "l", "p")
+                else:
+                    pipe.hgetall(command[1])
+            return at
+
+        plan: list[list[tuple[Any, ...]]] = []
         for attempt in attempts:
             t = _event_ms(attempt)
-            steps: list[tuple[str, Any]] = []
+            steps: list[tuple[Any, ...]] = []
             for view in ACTIVITY_VIEWS:
                 eid = self._entity_id(attempt, view.entity)
                 if eid is None:
                     steps.append(("none", view))
                     continue
-                pipe.zrangebyscore(
-                    self._k("a", view.name, eid), t - ms(view.horizon), f"({t}", withscores=True
+                key = self._k("a", view.name, eid)
+                entries = read("ZRANGEBYSCORE", key, t - ms(view.horizon), f"({t}")
+                steps.append(
+                    ("activity", view, entries, read("HMGET", self._k("m", view.name, eid)))
                 )
-                pipe.hmget(self._k("m", view.name, eid), "f", "l", "p")
-                steps.append(("activity", view))
             for bview in BUCKETED_VIEWS:
                 eid = self._entity_id(attempt, bview.entity)
                 if eid is None:
                     steps.append(("none", bview))
                     continue
-                pipe.hgetall(self._k("b", bview.name, eid))
-                pipe.hmget(self._k("m", bview.name, eid), "f", "l", "p")
-                steps.append(("bucketed", bview))
+                buckets = read("HGETALL", self._k("b", bview.name, eid))
+                steps.append(
+                    ("bucketed", bview, buckets, read("HMGET", self._k("m", bview.name, eid)))
+                )
             for entity in LABEL_ENTITIES:
-                pipe.hgetall(self._k("l", entity.name, self._entity_id(attempt, entity) or ""))
-                steps.append(("labels", entity))
+                key = self._k("l", entity.name, self._entity_id(attempt, entity) or "")
+                steps.append(("labels", entity, read("HGETALL", key)))
             plan.append(steps)
         try:
             replies = pipe.execute()
@@ -262,29 +280,29 @@ class OnlineFeatureStore:
     def _evaluate(
         self,
         attempts: Sequence[Mapping[str, Any]],
-        plan: list[list[tuple[str, Any]]],
+        plan: list[list[tuple[Any, ...]]],
         replies: list[Any],
     ) -> list[OnlineVector]:
-        pos = 0
         vectors: list[OnlineVector] = []
         merchant_seen = np.empty(len(attempts))
+        counted: dict[tuple[int, int], tuple[int, int]] = {}  # (reply, day) -> label counts
         for i, (attempt, steps) in enumerate(zip(attempts, plan, strict=True)):
             t = _event_ms(attempt)
             vec = OnlineVector(values={}, ages_ms={})
             label_counts: dict[str, tuple[int, int]] = {}
-            for kind, obj in steps:
+            for kind, obj, *at in steps:
                 if kind == "none":
                     _blank(vec, obj, stale=False)
                     vec.ages_ms[obj.name] = None
                 elif kind == "activity":
-                    _activity(vec, obj, attempt, t, replies[pos], replies[pos + 1])
-                    pos += 2
+                    _activity(vec, obj, attempt, t, _pairs(replies[at[0]]), replies[at[1]])
                 elif kind == "bucketed":
-                    _bucketed(vec, obj, t, replies[pos], replies[pos + 1])
-                    pos += 2
+                    _bucketed(vec, obj, t, replies[at[0]], replies[at[1]])
                 else:
-                    label_counts[obj.name] = _label_counts(replies[pos], t)
-                    pos += 1
+                    memo = (at[0], t // DAY_MS)
+                    if memo not in counted:
+                        counted[memo] = _label_counts(replies[at[0]], t)
+                    label_counts[obj.name] = counted[memo]
             _label_rates(vec, label_counts)
             merchant_seen[i] = vec.values["merchant_seen_seconds"]
             vectors.append(vec)
@@ -413,6 +431,14 @@ class OnlineFeatureStore:
 # ---------------------------------------------------------------------------------------
 # evaluation: the same arithmetic as offline.py, on one entity's history
 # ---------------------------------------------------------------------------------------
+
+
+def _pairs(reply: list[Any]) -> list[Any]:
+    """(member, score) pairs of a raw ZRANGEBYSCORE ... WITHSCORES reply: RESP3 sends
+    them paired, RESP2 as one flat list."""
+    if reply and not isinstance(reply[0], (list, tuple)):
+        return list(zip(reply[::2], reply[1::2], strict=True))
+    return reply
 
 
 def _timeline(meta: list[Any], t: int) -> tuple[int | None, int | None]:

@@ -113,8 +113,10 @@ class _Ingress:
 class FusedDecider(_Ingress):
     """The hot path in this replica: one Redis round trip and one CatBoost call per batch.
 
-    SHAP explanations (only for step_up/block) and shadow challengers, whose cost differs
-    from the hot path's, are separate deployments reached with one batched call.
+    SHAP explanations (only for step_up/block) run here, on the batch's few non-approvals;
+    an ExplainerDeployment takes them over when the application says ``explainer: remote``.
+    Shadow challengers, whose cost differs from the hot path's, are a separate deployment
+    reached with one batched call after the responses.
     """
 
     def __init__(
@@ -377,11 +379,26 @@ class RemoteExplainer(_Remote):
 
 
 class RemoteShadowScorer(_Remote):
+    """The shadow deployment, asked whether it holds a challenger at most every
+    `recheck_s`: asking on every batch cost two handle calls per batch of the hot path's
+    event loop, for an answer that changes when someone promotes a model."""
+
+    recheck_s = 5.0
+
+    def __init__(self, handle: Any, timeout_s: float) -> None:
+        super().__init__(handle, timeout_s)
+        self._known: tuple[float, bool] | None = None
+
     def has_shadow(self) -> bool:
+        now = time.monotonic()
+        if self._known is not None and now - self._known[0] < self.recheck_s:
+            return self._known[1]
         try:
-            return bool(self.call("has_shadow"))
+            found = bool(self.call("has_shadow"))
         except Exception:  # noqa: BLE001 - shadow scoring is optional
-            return False
+            found = False
+        self._known = (now, found)
+        return found
 
     def score_shadow(self, values: Any) -> tuple[np.ndarray, str] | None:
         return self.call("score_shadow", list(values))
@@ -445,14 +462,21 @@ class GraphIngress(_Ingress):
 
 
 def fused_app(args: dict[str, Any]) -> Any:
+    """`explainer`: ``local`` (default) computes SHAP for step_up/block in the replica;
+    ``remote`` binds an ExplainerDeployment for models whose SHAP is too heavy for the hot
+    path's replica. Per-row SHAP on the served model costs ~0.4 ms a row, less than the hop
+    itself (a handle call measured 14 ms p50 at 200 req/s on 2 cores)."""
     region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
     registry = args.get("registry")
+    where = args.get("explainer", "local")
+    if where not in ("local", "remote"):
+        raise ValueError(f"explainer must be 'local' or 'remote', not {where!r}")
     return FusedDecider.bind(
         region,
         registry,
         args.get("log_dir"),
         args.get("redis_url"),
-        ExplainerDeployment.bind(registry),
+        ExplainerDeployment.bind(registry) if where == "remote" else None,
         ShadowScorerDeployment.bind(registry),
     )
 

@@ -69,8 +69,11 @@ class FeatureBatch:
 class FeatureLookup:
     """One pipelined Redis round trip per micro-batch; request-only features when it fails.
 
-    After a failure the store is skipped for ``retry_after_s`` (a circuit breaker), so a
-    dead Redis costs one timeout, not one per request; then it is tried again.
+    After `trip_after` failed reads in a row the store is skipped for ``retry_after_s`` (a
+    circuit breaker), so a dead Redis costs two timeouts, not one per batch; then it is
+    tried again. One late read is not a dead store: on a busy replica a read can miss its
+    25 ms share once (a GIL or scheduler stall), and opening on it sent a whole second of
+    decisions (~1% of a benchmark step) around a healthy store.
     """
 
     def __init__(
@@ -81,15 +84,20 @@ class FeatureLookup:
         retry_after_s: float = 1.0,
         outbox: str | None = None,
         outbox_maxlen: int = 1_000_000,
+        trip_after: int = 2,
     ) -> None:
         """`outbox`: replication stream that receives each new update (None: none)."""
+        if trip_after < 1:
+            raise ValueError("trip_after must be at least 1")
         self.url, self.namespace = url, namespace
         self.outbox, self.outbox_maxlen = outbox, outbox_maxlen
         self.timeout_s = timeout_ms / 1000
         self.retry_after_s = retry_after_s
+        self.trip_after = trip_after
         self._store: OnlineFeatureStore | None = None
         self._writer: OnlineFeatureStore | None = None
         self._open_until = 0.0
+        self._failures = 0  # failed reads in a row
 
     def _get_store(self) -> OnlineFeatureStore:
         if self._store is None:
@@ -108,6 +116,7 @@ class FeatureLookup:
             try:
                 store = self._get_store()
                 vectors, decisions = store.read_many_with(records, idempotency_keys)
+                self._failures = 0
                 return FeatureBatch(vectors, None, decisions=decisions)
             except StoreUnavailable as exc:
                 self._trip()
@@ -118,8 +127,11 @@ class FeatureLookup:
         return FeatureBatch(None, self.request_only(records), "online store: circuit open")
 
     def _trip(self) -> None:
-        self._open_until = time.monotonic() + self.retry_after_s
-        self._store = None
+        self._store = None  # a timed-out connection may still owe a reply: start afresh
+        self._failures += 1
+        if self._failures >= self.trip_after:
+            self._open_until = time.monotonic() + self.retry_after_s
+            self._failures = 0
 
     @staticmethod
     def request_only(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

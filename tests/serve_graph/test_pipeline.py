@@ -135,3 +135,41 @@ def test_a_dead_explainer_defers_shap_and_replay_computes_it(
     result = replay(out["decision_id"], tmp_path / "log", registry_root)
     assert not result.mismatches
     assert len(result.replayed["model_reasons"]) == p.region.explain_top
+
+
+def test_one_failed_read_does_not_open_the_store_circuit(tmp_path) -> None:
+    """Two failed reads in a row open it (a dead store costs two timeouts, not one per
+    batch); a single late read degrades only its own batch."""
+    from serve_graph.stages import FeatureLookup
+
+    lookup = FeatureLookup(
+        f"unix://{tmp_path}/no-such.sock", "cb", timeout_ms=25, retry_after_s=0.2
+    )
+    rec = _record()
+    first = lookup.lookup([rec])
+    assert first.vectors is None and "circuit open" not in first.error
+    assert lookup.available()  # one failure: the next batch tries the store again
+    second = lookup.lookup([rec])
+    assert second.vectors is None and "circuit open" not in second.error
+    assert not lookup.available()
+    assert lookup.lookup([rec]).error == "online store: circuit open"
+    time.sleep(0.25)
+    assert lookup.available()
+    with pytest.raises(ValueError):
+        FeatureLookup(None, "cb", timeout_ms=25, trip_after=0)
+
+
+def test_a_read_between_failures_resets_the_count(redis_url, tmp_path) -> None:
+    from serve_graph.stages import FeatureLookup
+
+    lookup = FeatureLookup(redis_url, "cb", timeout_ms=500)
+    rec = _record()
+    good_url = lookup.url
+    lookup.url = f"unix://{tmp_path}/no-such.sock"
+    assert lookup.lookup([rec]).vectors is None
+    lookup.url = good_url
+    assert lookup.lookup([rec]).vectors is not None
+    lookup.url = f"unix://{tmp_path}/no-such.sock"
+    lookup._store = None  # as after a lost connection: the next read reconnects
+    assert lookup.lookup([rec]).vectors is None
+    assert lookup.available()  # not two in a row

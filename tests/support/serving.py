@@ -108,7 +108,6 @@ def app_spec(
             {"name": n, "num_replicas": r, "ray_actor_options": {"num_cpus": c}}
             for n, r, c in (
                 ("FusedDecider", fused_replicas, 0.25),
-                ("ExplainerDeployment", 1, 0.05),
                 ("ShadowScorerDeployment", 1, 0.05),
             )
         ]

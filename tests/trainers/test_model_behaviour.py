@@ -97,3 +97,23 @@ def test_fallback_model_still_beats_approve_all(trained, training_sim, registry_
     cost = report["overall"]["cost_per_1000"]
     assert cost["model"] < 0.6 * cost["approve_all"]
     assert report["overall"]["pr_auc"] > 0.2
+
+
+@pytest.mark.parametrize("rows", [1, 5, 80])
+def test_reason_codes_are_exact_shap_in_either_mode(later_window, registry_root, rows) -> None:
+    """Few rows take CatBoost's per-row SHAP, many its precomputed mode: same values."""
+    from trainers.model import PRECALC_ROWS, to_pool
+
+    frame = later_window[0].head(rows)
+    model = load_version(registry_root / "v1").model
+    shap = model.booster.get_feature_importance(
+        to_pool(frame, model.features), type="ShapValues", shap_mode="UsePreCalc"
+    )[:, :-1]
+    got = model.contributions(frame, top=5)
+    assert (rows < PRECALC_ROWS) == (rows in (1, 5))
+    for row, reasons in zip(shap, got, strict=True):
+        assert len(reasons) == 5
+        for name, value in reasons:
+            assert value == pytest.approx(row[model.features.index(name)], abs=1e-4)
+        top = np.sort(np.abs(row))[::-1][:5]
+        assert sorted(abs(v) for _, v in reasons) == pytest.approx(sorted(top), abs=1e-4)
