@@ -129,9 +129,7 @@ class FraudModel:
         """
         pool = to_pool(frame, self.features)
         mode = "NoPreCalc" if pool.num_row() < PRECALC_ROWS else "Auto"
-        shap = self.booster.get_feature_importance(pool, type="ShapValues", shap_mode=mode)[
-            :, :-1
-        ]
+        shap = self.booster.get_feature_importance(pool, type="ShapValues", shap_mode=mode)[:, :-1]
         out = []
         for row in shap:
             order = np.argsort(-np.abs(row))[:top]
