@@ -70,6 +70,34 @@ ATTEMPT_GUARD_TTL_S = 7 * 86_400
 LABEL_GUARD_TTL_S = 180 * 86_400
 LABEL_WINDOW_MS = max(ms(v.window) for v in LABEL_RATES)
 
+# Label counts of each key (hashes of per-day fields n<day>, f<day>) over the days
+# [ARGV[1], ARGV[2]): {n1, f1, n2, f2, ...}. `_label_counts` is the same arithmetic in
+# Python (the tests hold the two together).
+_LABEL_SCRIPT = """
+local lo, today = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for k = 1, #KEYS do
+  local h = redis.call('HGETALL', KEYS[k])
+  local n, f = 0, 0
+  for i = 1, #h, 2 do
+    local name = h[i]
+    if name ~= 'lo' then
+      local day = tonumber(string.sub(name, 2))
+      if day ~= nil and day >= lo and day < today then
+        if string.sub(name, 1, 1) == 'n' then
+          n = n + tonumber(h[i + 1])
+        else
+          f = f + tonumber(h[i + 1])
+        end
+      end
+    end
+  end
+  out[#out + 1] = n
+  out[#out + 1] = f
+end
+return out
+"""
+
 _WRITE_SCRIPT = """
 -- KEYS[1] guard; ARGV[1] guard TTL (s); ARGV[2..] operations referring to KEYS by index:
 --   z key score member trim_below ttl      add to an activity zset, trim, expire
@@ -175,6 +203,11 @@ class OnlineFeatureStore:
         self.outbox = outbox
         self.outbox_maxlen = outbox_maxlen
         self._script = self.r.register_script(_WRITE_SCRIPT)
+        self._labels = self.r.register_script(_LABEL_SCRIPT)
+        try:  # now rather than on the first read (which reloads it after a server restart)
+            self.r.script_load(_LABEL_SCRIPT)
+        except (redis.exceptions.RedisError, OSError):
+            pass  # unreachable now: the first read says so
 
     # ---- keys -------------------------------------------------------------------------
     def _k(self, kind: str, view: str, entity_id: str) -> str:
@@ -196,6 +229,18 @@ class OnlineFeatureStore:
     ) -> tuple[list[OnlineVector], list[bytes | None]]:
         """`read_many` plus the decisions stored for `decision_ids`, in the same round trip
         (a retried transaction gets its first decision back)."""
+        try:
+            return self._read(attempts, decision_ids)
+        except redis.exceptions.NoScriptError:  # a new, restarted or flushed server
+            try:
+                self.r.script_load(_LABEL_SCRIPT)
+                return self._read(attempts, decision_ids)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                raise StoreUnavailable(f"online store read failed: {exc}") from exc
+
+    def _read(
+        self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str]
+    ) -> tuple[list[OnlineVector], list[bytes | None]]:
         pipe = self.r.pipeline(transaction=False)
         for txid in decision_ids:
             pipe.get(self.decision_key(txid))
@@ -215,6 +260,13 @@ class OnlineFeatureStore:
                 else:
                     pipe.hgetall(command[1])
             return at
+
+        days: dict[int, dict[str, int]] = {}  # label counts wanted: day -> key -> position
+
+        def counts(key: str, t: int) -> tuple[int, str]:
+            keys = days.setdefault(t // DAY_MS, {})
+            keys.setdefault(key, len(keys))
+            return t // DAY_MS, key
 
         plan: list[list[tuple[Any, ...]]] = []
         for attempt in attempts:
@@ -241,14 +293,25 @@ class OnlineFeatureStore:
                 )
             for entity in LABEL_ENTITIES:
                 key = self._k("l", entity.name, self._entity_id(attempt, entity) or "")
-                steps.append(("labels", entity, read("HGETALL", key)))
+                steps.append(("labels", entity, counts(key, t)))
             plan.append(steps)
+        # label counts are summed in Redis: ~180 day fields a key stay there, two numbers
+        # come back
+        for day, keys in days.items():
+            lo = day - LABEL_WINDOW_MS // DAY_MS
+            pipe.execute_command("EVALSHA", self._labels.sha, len(keys), *keys, lo, day)
         try:
             replies = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            raise
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"online store read failed: {exc}") from exc
         n = len(decision_ids)
-        return self._evaluate(attempts, plan, replies[n:]), list(replies[:n])
+        summed: dict[tuple[int, str], tuple[int, int]] = {}
+        for (day, keys), reply in zip(days.items(), replies[n + len(queued) :], strict=True):
+            for key, i in keys.items():
+                summed[(day, key)] = (int(reply[2 * i]), int(reply[2 * i + 1]))
+        return self._evaluate(attempts, plan, replies[n:], summed), list(replies[:n])
 
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]
@@ -282,14 +345,14 @@ class OnlineFeatureStore:
         attempts: Sequence[Mapping[str, Any]],
         plan: list[list[tuple[Any, ...]]],
         replies: list[Any],
+        label_counts: dict[tuple[int, str], tuple[int, int]],
     ) -> list[OnlineVector]:
         vectors: list[OnlineVector] = []
         merchant_seen = np.empty(len(attempts))
-        counted: dict[tuple[int, int], tuple[int, int]] = {}  # (reply, day) -> label counts
         for i, (attempt, steps) in enumerate(zip(attempts, plan, strict=True)):
             t = _event_ms(attempt)
             vec = OnlineVector(values={}, ages_ms={})
-            label_counts: dict[str, tuple[int, int]] = {}
+            labels: dict[str, tuple[int, int]] = {}
             for kind, obj, *at in steps:
                 if kind == "none":
                     _blank(vec, obj, stale=False)
@@ -299,11 +362,8 @@ class OnlineFeatureStore:
                 elif kind == "bucketed":
                     _bucketed(vec, obj, t, replies[at[0]], replies[at[1]])
                 else:
-                    memo = (at[0], t // DAY_MS)
-                    if memo not in counted:
-                        counted[memo] = _label_counts(replies[at[0]], t)
-                    label_counts[obj.name] = counted[memo]
-            _label_rates(vec, label_counts)
+                    labels[obj.name] = label_counts[at[0]]
+            _label_rates(vec, labels)
             merchant_seen[i] = vec.values["merchant_seen_seconds"]
             vectors.append(vec)
         req = request_features(_request_columns(attempts, merchant_seen))

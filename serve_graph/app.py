@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 import time
@@ -92,7 +93,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: Callable[..., list[dict]],
+        run: Callable[..., Any],
         after: Callable[[list[dict], list[dict]], None],
         max_batch: int,
         wait_ms: float,
@@ -101,6 +102,9 @@ class MicroBatcher:
         admit_wait_ms: float | None = None,
     ) -> None:
         self.run, self.after = run, after
+        # a coroutine `run` decides on the event loop (DecisionPipeline.decide_async); a
+        # blocking one in a worker thread (a pipeline with remote stages)
+        self._inline = inspect.iscoroutinefunction(run)
         self.in_flight = in_flight
         self._slots: asyncio.Semaphore | None = None
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
@@ -195,12 +199,14 @@ class MicroBatcher:
         finally:
             self._slots.release()
 
-    async def _process(self, items: list[tuple], run: Callable[..., list[dict]]) -> None:
+    async def _process(self, items: list[tuple], run: Callable[..., Any]) -> None:
         records = [i[0] for i in items]
         try:
-            results = await asyncio.to_thread(
-                run, records, [i[1] for i in items], [i[2] for i in items]
-            )
+            args = (records, [i[1] for i in items], [i[2] for i in items])
+            if self._inline:
+                results = await run(*args)
+            else:
+                results = await asyncio.to_thread(run, *args)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear back
             for *_, fut in items:
                 if not fut.done():

@@ -82,11 +82,7 @@ class DecisionLog:
         self.segment_records = segment_records
         self.max_batch = max_batch
         self._lock = threading.Condition()
-        self._pending: list[
-            tuple[
-                dict[str, Any], threading.Event | asyncio.Future, asyncio.AbstractEventLoop | None
-            ]
-        ] = []
+        self._pending: list[tuple[dict[str, Any], _Waiter]] = []
         self._closed = False
         self._lockfile = open(self.dir / ".writer.lock", "a")
         try:
@@ -155,31 +151,28 @@ class DecisionLog:
     # ---- appending ----------------------------------------------------------------------
     def append(self, records: list[dict[str, Any]], timeout: float = 5.0) -> None:
         """Append and wait until durable (blocking; for threads and scripts)."""
-        events = []
-        with self._lock:
-            for rec in records:
-                done = threading.Event()
-                self._pending.append((rec, done, None))
-                events.append(done)
-            self._lock.notify()
-        for done in events:
-            if not done.wait(timeout):
-                raise TimeoutError("decision log did not commit in time")
-            error = getattr(done, "error", None)
-            if error is not None:  # not durable: the caller must not answer as if it were
-                raise error
+        if not records:
+            return
+        waiter = _Waiter(len(records), threading.Event(), None)
+        self._enqueue(records, waiter)
+        if not waiter.done.wait(timeout):  # type: ignore[union-attr]
+            raise TimeoutError("decision log did not commit in time")
+        if waiter.error is not None:  # not durable: the caller must not answer as if it were
+            raise waiter.error
 
     async def append_async(self, records: list[dict[str, Any]]) -> None:
         """Append and await durability (for asyncio servers)."""
+        if not records:
+            return
         loop = asyncio.get_running_loop()
-        futures = []
+        waiter = _Waiter(len(records), loop.create_future(), loop)
+        self._enqueue(records, waiter)
+        await waiter.done  # type: ignore[misc]
+
+    def _enqueue(self, records: list[dict[str, Any]], waiter: _Waiter) -> None:
         with self._lock:
-            for rec in records:
-                fut = loop.create_future()
-                self._pending.append((rec, fut, loop))
-                futures.append(fut)
+            self._pending.extend((rec, waiter) for rec in records)
             self._lock.notify()
-        await asyncio.gather(*futures)
 
     def _run(self) -> None:
         while True:
@@ -192,16 +185,17 @@ class DecisionLog:
                 del self._pending[: self.max_batch]
             try:
                 with self._io:
-                    self._commit([rec for rec, _, _ in batch])
+                    self._commit([rec for rec, _ in batch])
                 error = None
             except Exception as exc:  # disk full, etc.: every waiter learns of it
                 error = exc
-            for _, waiter, loop in batch:
-                if isinstance(waiter, threading.Event):
-                    waiter.error = error  # type: ignore[attr-defined]
-                    waiter.set()
-                elif loop is not None:
-                    loop.call_soon_threadsafe(_resolve, waiter, error)
+            # one wake-up per append call, not per record: a call's records may span
+            # commits, and it is answered once the last of them is durable
+            counts: dict[int, list] = {}
+            for _, waiter in batch:
+                counts.setdefault(id(waiter), [waiter, 0])[1] += 1
+            for waiter, n in counts.values():
+                waiter.committed(n, error)
 
     def _commit(self, records: list[dict[str, Any]]) -> None:
         lines = []
@@ -296,6 +290,33 @@ def adopt_abandoned(root: str | Path, prefix: str = "") -> list[str]:
         log.close()
         repaired.append(stream.name)
     return repaired
+
+
+class _Waiter:
+    """The caller of one append: its record count still to commit, and how to wake it (a
+    thread's Event, or a future of its event loop)."""
+
+    __slots__ = ("left", "done", "loop", "error")
+
+    def __init__(
+        self,
+        left: int,
+        done: threading.Event | asyncio.Future,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.left, self.done, self.loop = left, done, loop
+        self.error: Exception | None = None
+
+    def committed(self, n: int, error: Exception | None) -> None:
+        self.left -= n
+        if error is not None and self.error is None:
+            self.error = error
+        elif self.left > 0 or (error is None and self.error is not None):
+            return  # more to come, or already answered with an earlier failure
+        if self.loop is None:
+            self.done.set()  # type: ignore[union-attr]
+        else:
+            self.loop.call_soon_threadsafe(_resolve, self.done, self.error)
 
 
 def _resolve(fut: asyncio.Future, error: Exception | None) -> None:

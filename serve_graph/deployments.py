@@ -94,7 +94,7 @@ class _Ingress:
         region = pipeline.region
         pipeline.warm_up()  # before the first health check passes: no cold first payments
         self.batcher = MicroBatcher(
-            pipeline.decide,
+            pipeline.decide if pipeline.remote_hot_path else pipeline.decide_async,
             pipeline.after,
             region.max_batch,
             region.batch_wait_ms,

@@ -22,12 +22,13 @@ off rung 1 carries its rung and reason; recovery is automatic.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_i
 
 # The monotonic deadline of the batch being decided in this thread: a stage in another
 # deployment may use what is left of it and no more (a hung hop must not outlast the budget)
+# what a batch's steps yield between stages: a point where an event-loop caller yields too
+PAUSE: None = None
+
 BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "checkout_risk_batch_deadline", default=None
 )
@@ -212,12 +216,79 @@ class DecisionPipeline:
         `shed` (a reason) decides the batch on rules alone, without the store or a model:
         the admission limit in front of the queue sends the excess of an overload here.
         """
+        steps = self._steps(records, arrived, traceparents, shed)
+        try:
+            pending = next(steps)
+            while True:
+                if pending is PAUSE:
+                    pending = steps.send(None)
+                    continue
+                try:
+                    self.log.append(pending)
+                except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
+                    pending = steps.throw(exc)
+                else:
+                    pending = steps.send(None)
+        except StopIteration as done:
+            return done.value
+
+    async def decide_async(
+        self,
+        records: Sequence[dict[str, Any]],
+        arrived: Sequence[float],
+        traceparents: Sequence[str | None] | None = None,
+        shed: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """`decide` on the event loop: the batch's work runs here, only the log's fsync is
+        awaited (the writer thread's group commit).
+
+        For replicas whose hot-path stages are all in-process. Handing each batch to a
+        worker thread cost a GIL hand-off at every Redis reply and log commit, each up to
+        the interpreter's 5 ms switch interval while the event loop was busy: that, not the
+        work, was most of a batch's time on a loaded replica. Between stages the batch
+        yields to the loop (``PAUSE``), so requests arriving meanwhile are read and queued
+        (admission sees them) instead of waiting unseen in the socket. A remote stage
+        blocks on its hop, and needs `decide` in a thread.
+        """
+        steps = self._steps(records, arrived, traceparents, shed)
+        try:
+            pending = next(steps)
+            while True:
+                if pending is PAUSE:  # let the loop take in the requests that arrived
+                    await asyncio.sleep(0)
+                    pending = steps.send(None)
+                    continue
+                try:
+                    await self.log.append_async(pending)
+                except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
+                    pending = steps.throw(exc)
+                else:
+                    pending = steps.send(None)
+        except StopIteration as done:
+            return done.value
+
+    @property
+    def remote_hot_path(self) -> bool:
+        """Whether a stage on the critical path is another deployment (a blocking hop)."""
+        stages = (self.features, self.policy, self.scorer, self.combiner, self.explainer)
+        return any(self._remote(s) for s in stages)
+
+    def _steps(
+        self,
+        records: Sequence[dict[str, Any]],
+        arrived: Sequence[float],
+        traceparents: Sequence[str | None] | None,
+        shed: str | None,
+    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
+        """The batch as steps: yields the log records to make durable, and finishes once
+        they are (the caller commits them, blocking or awaited); between stages it yields
+        ``PAUSE``, where an event-loop caller lets other work run."""
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
         trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
         token = BATCH_DEADLINE.set(deadline)
         try:
-            return self._decide_batch(records, arrived, deadline, trace, shed)
+            return (yield from self._decide_batch(records, arrived, deadline, trace, shed))
         finally:
             BATCH_DEADLINE.reset(token)
             trace.close()
@@ -229,7 +300,7 @@ class DecisionPipeline:
         deadline: float,
         trace: BatchTrace,
         shed: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
         todo = [i for i, r in enumerate(responses) if r is None]
@@ -251,6 +322,7 @@ class DecisionPipeline:
         else:
             with trace.stage("features", todo, self._remote(self.features)):
                 fetched = self.features.lookup(batch, [txids[i] for i in todo])
+            yield PAUSE
         fresh: list[int] = []
         for j, i in enumerate(todo):
             stored = fetched.decisions[j] if fetched.decisions else None
@@ -261,7 +333,7 @@ class DecisionPipeline:
                 fresh.append(j)
         trace.finish(replays, [{"checkout_risk.idempotent_replay": True}] * len(replays))
         if fresh:
-            decided = self._decide(
+            decided = yield from self._decide(
                 batch, fresh, fetched, arrived, deadline, todo, trace, shed is not None
             )
             for j, response in zip(fresh, decided, strict=True):
@@ -278,7 +350,7 @@ class DecisionPipeline:
         todo: list[int],
         trace: BatchTrace,
         shed: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
         records = [batch[j] for j in fresh]
         rows = [todo[j] for j in fresh]  # positions in the micro-batch (its traces)
         rung, reason = 1, None
@@ -316,6 +388,7 @@ class DecisionPipeline:
         with trace.stage("combine", rows, self._remote(self.combiner)):
             actions = self.combiner.combine(values, policy, p)
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []
+        yield PAUSE
         contributions: dict[int, list[tuple[str, float]]] = {}
         if explain and (deadline - time.monotonic()) * 1000 > 10:
             explained = [values[i] for i in explain]
@@ -364,7 +437,7 @@ class DecisionPipeline:
             record["timings_ms"] = dict(trace.stage_ms, queue=trace.queue_ms[k])
             log_records.append(record)
         with trace.stage("log", rows):
-            self.log.append(log_records)
+            yield log_records  # durable before any response leaves
         trace.finish(
             rows,
             [

@@ -53,7 +53,7 @@ def create_app(
     )
     pipeline.warm_up()
     batcher = MicroBatcher(
-        pipeline.decide,
+        pipeline.decide if pipeline.remote_hot_path else pipeline.decide_async,
         pipeline.after,
         config.max_batch,
         config.batch_wait_ms,

@@ -155,3 +155,27 @@ def test_concurrent_embedded_starts_share_one_server(tmp_path) -> None:
     from feature_views.store import stop_embedded
 
     stop_embedded(tmp_path / "r")
+
+
+def test_label_counts_summed_in_redis_equal_the_python_arithmetic(store) -> None:
+    """The read sums a label hash's days in a Lua script; `_label_counts` is the reference."""
+    from feature_views.online import _LABEL_SCRIPT, DAY_MS, LABEL_WINDOW_MS, _label_counts
+
+    t = 1_790_000_000_000
+    today, span = t // DAY_MS, LABEL_WINDOW_MS // DAY_MS
+    key = f"{store.ns}:l:merchant:edge"
+    fields = {"lo": 7, f"n{today}": 50, f"f{today}": 5, f"n{today - 1}": 11, f"f{today - 1}": 2}
+    fields |= {f"n{today - span}": 13, f"f{today - span}": 3}  # first day inside the window
+    fields |= {f"n{today - span - 1}": 1000, f"f{today - span - 1}": 900}  # just outside
+    store.r.hset(key, mapping=fields)
+    sha = store.r.script_load(_LABEL_SCRIPT)
+    n, f = store.r.evalsha(sha, 1, key, today - span, today)
+    assert (n, f) == _label_counts(store.r.hgetall(key), t) == (24, 5)
+    assert store.r.evalsha(sha, 1, f"{store.ns}:l:merchant:none", today - span, today) == [0, 0]
+
+
+def test_a_flushed_script_cache_is_reloaded_by_the_next_read(store, records) -> None:
+    store.write(records["e1"])
+    before = store.read(records["e6"]).values
+    store.r.script_flush()  # as a restarted server: the read's script is gone
+    assert store.read(records["e6"]).values == before

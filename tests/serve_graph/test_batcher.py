@@ -165,3 +165,39 @@ def test_without_an_admission_limit_everything_waits_for_the_full_path() -> None
     b = MicroBatcher(rec.run, rec.after, max_batch=1, wait_ms=1, in_flight=1)
     asyncio.run(_submit_all(b, [str(i) for i in range(6)]))
     assert rec.shed_batches == [] and sum(len(batch) for batch in rec.batches) == 6
+
+
+def test_a_coroutine_run_decides_on_the_event_loop() -> None:
+    """`run` as a coroutine (DecisionPipeline.decide_async) runs in the loop's own thread;
+    a blocking one goes to a worker thread."""
+    seen: list[int] = []
+    rec = Recorder()
+
+    async def run(records, arrived, traces, shed=None):
+        seen.append(threading.get_ident())
+        await asyncio.sleep(0)
+        return rec.run(records, arrived, traces, shed)
+
+    async def main() -> tuple[list, int]:
+        b = MicroBatcher(run, rec.after, max_batch=4, wait_ms=1)
+        out = await asyncio.gather(
+            *(b.submit({"id": str(i)}, time.monotonic(), None) for i in range(9))
+        )
+        return out, threading.get_ident()
+
+    out, loop_thread = asyncio.run(main())
+    assert [o["id"] for o in out] == [str(i) for i in range(9)]
+    assert seen and set(seen) == {loop_thread}
+    blocking: list[int] = []
+
+    def run_blocking(records, arrived, traces, shed=None):
+        blocking.append(threading.get_ident())
+        return rec.run(records, arrived, traces, shed)
+
+    async def main_blocking() -> int:
+        b = MicroBatcher(run_blocking, rec.after, max_batch=4, wait_ms=1)
+        await b.submit({"id": "x"}, time.monotonic(), None)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main_blocking())
+    assert blocking and blocking[0] != loop_thread

@@ -191,3 +191,25 @@ def test_identifiers_are_keyed_hashes() -> None:
     a = keyed_hash("shopper-1", b"k1")
     assert a == keyed_hash("shopper-1", b"k1") != keyed_hash("shopper-1", b"k2")
     assert "shopper" not in a and keyed_hash(None) is None
+
+
+def test_one_append_spanning_several_commits_returns_once_all_are_durable(
+    tmp_path: Path,
+) -> None:
+    log = DecisionLog(tmp_path / "s", max_batch=3)  # 10 records: four group commits
+    log.append(_records(10))
+    asyncio.run(log.append_async(_records(7, start=10)))
+    log.append([])
+    asyncio.run(log.append_async([]))
+    log.close()
+    report = verify(tmp_path)
+    assert report.ok and report.records == 17
+
+
+def test_a_failed_commit_is_not_acknowledged_to_an_event_loop_either(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "s")
+    log._file.close()
+    with pytest.raises(ValueError):
+        asyncio.run(log.append_async(_records(3)))
+    log._file = open(tmp_path / "s" / "segment-000001.jsonl", "a", encoding="utf-8")
+    log.close()

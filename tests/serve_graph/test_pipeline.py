@@ -173,3 +173,24 @@ def test_a_read_between_failures_resets_the_count(redis_url, tmp_path) -> None:
     lookup._store = None  # as after a lost connection: the next read reconnects
     assert lookup.lookup([rec]).vectors is None
     assert lookup.available()  # not two in a row
+
+
+def test_decide_on_the_event_loop_answers_and_logs_as_in_a_thread(pipeline) -> None:
+    """decide_async runs the same steps as decide; only the log commit is awaited."""
+    import asyncio
+
+    from serve_graph.decision_log import find
+
+    records = [_record(25.0), _record(9_500.0), _record(60.0)]
+    now = time.monotonic()
+    threaded = pipeline.decide(records[:1], [now])
+    looped = asyncio.run(pipeline.decide_async(records[1:], [now, now]))
+    shed = asyncio.run(pipeline.decide_async([_record(40.0)], [now], shed="overload: test"))
+    assert [d["transaction_id"] for d in looped] == [r["transaction_id"] for r in records[1:]]
+    assert looped[0]["action"] != "approve"
+    assert [r["kind"] for r in looped[0]["reasons"]].count("model") == pipeline.region.explain_top
+    assert shed[0]["degraded"]["rung"] == 4
+    for d in threaded + looped + shed:
+        assert find(pipeline.log_root, d["decision_id"])["action"] == d["action"]
+    again = asyncio.run(pipeline.decide_async(records[1:2], [time.monotonic()]))
+    assert again[0]["idempotent_replay"] and again[0]["decision_id"] == looped[0]["decision_id"]
