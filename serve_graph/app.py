@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import json
 import logging
@@ -67,6 +68,18 @@ class Decision(pydantic.BaseModel):
     latency_ms: float
     trace_id: str | None = None
     idempotent_replay: bool = False
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (imports, models, Ray's and Serve's state) out of
+    the cyclic collector's reach, once the replica is warm.
+
+    Full collections walk every tracked object; with the startup heap in them they paused
+    a serving process for tens of milliseconds, a p99 of their own. What is frozen is never
+    freed, which is what a server's startup heap is for anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class MicroBatcher:

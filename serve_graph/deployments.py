@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from serve_graph.app import MicroBatcher, build_app
+from serve_graph.app import MicroBatcher, build_app, freeze_startup_heap
 from serve_graph.config import load_region, publish_outbox
 from serve_graph.pipeline import (
     BATCH_DEADLINE,
@@ -93,6 +93,7 @@ class _Ingress:
         self.pipeline = pipeline
         region = pipeline.region
         pipeline.warm_up()  # before the first health check passes: no cold first payments
+        freeze_startup_heap()
         self.batcher = MicroBatcher(
             pipeline.decide if pipeline.remote_hot_path else pipeline.decide_async,
             pipeline.after,

@@ -239,13 +239,14 @@ class DecisionPipeline:
         traceparents: Sequence[str | None] | None = None,
         shed: str | None = None,
     ) -> list[dict[str, Any]]:
-        """`decide` on the event loop: the batch's work runs here, only the log's fsync is
-        awaited (the writer thread's group commit).
+        """`decide` on the event loop: the batch's work runs here, its log records
+        included (one write and fsync per batch, `DecisionLog.append_now`).
 
         For replicas whose hot-path stages are all in-process. Handing each batch to a
         worker thread cost a GIL hand-off at every Redis reply and log commit, each up to
         the interpreter's 5 ms switch interval while the event loop was busy: that, not the
-        work, was most of a batch's time on a loaded replica. Between stages the batch
+        work, was most of a batch's time on a loaded replica (the log's writer thread
+        waking the loop cost as much again, for an fsync of ~0.3 ms). Between stages the batch
         yields to the loop (``PAUSE``), so requests arriving meanwhile are read and queued
         (admission sees them) instead of waiting unseen in the socket. A remote stage
         blocks on its hop, and needs `decide` in a thread.
@@ -259,7 +260,7 @@ class DecisionPipeline:
                     pending = steps.send(None)
                     continue
                 try:
-                    await self.log.append_async(pending)
+                    self.log.append_now(pending)
                 except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
                     pending = steps.throw(exc)
                 else:

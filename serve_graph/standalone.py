@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serve_graph.app import MicroBatcher, build_app
+from serve_graph.app import MicroBatcher, build_app, freeze_startup_heap
 from serve_graph.config import load_region
 from serve_graph.pipeline import DecisionPipeline
 
@@ -52,6 +52,7 @@ def create_app(
         redis_url=redis_url,
     )
     pipeline.warm_up()
+    freeze_startup_heap()
     batcher = MicroBatcher(
         pipeline.decide if pipeline.remote_hot_path else pipeline.decide_async,
         pipeline.after,

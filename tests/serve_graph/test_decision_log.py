@@ -213,3 +213,31 @@ def test_a_failed_commit_is_not_acknowledged_to_an_event_loop_either(tmp_path: P
         asyncio.run(log.append_async(_records(3)))
     log._file = open(tmp_path / "s" / "segment-000001.jsonl", "a", encoding="utf-8")
     log.close()
+
+
+def test_appends_in_the_callers_thread_share_the_chain_with_the_writer(tmp_path: Path) -> None:
+    """append_now (an event loop's own commit) and the writer thread's group commits
+    interleave into one valid chain."""
+    log = DecisionLog(tmp_path / "s", segment_records=7)
+    threads = [
+        threading.Thread(target=log.append, args=(_records(5, start=100 * k),)) for k in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for k in range(6):
+        log.append_now(_records(3, start=1000 + 10 * k))
+    log.append_now([])
+    for t in threads:
+        t.join()
+    log.close()
+    report = verify(tmp_path)
+    assert report.ok and report.records == 4 * 5 + 6 * 3
+
+
+def test_a_failed_commit_in_the_callers_thread_raises(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "s")
+    log._file.close()
+    with pytest.raises(ValueError):
+        log.append_now(_records(2))
+    log._file = open(tmp_path / "s" / "segment-000001.jsonl", "a", encoding="utf-8")
+    log.close()
