@@ -204,10 +204,10 @@ class OnlineFeatureStore:
         self.outbox_maxlen = outbox_maxlen
         self._script = self.r.register_script(_WRITE_SCRIPT)
         self._labels = self.r.register_script(_LABEL_SCRIPT)
-        try:  # now rather than on the first read (which reloads it after a server restart)
-            self.r.script_load(_LABEL_SCRIPT)
-        except (redis.exceptions.RedisError, OSError):
-            pass  # unreachable now: the first read says so
+        try:  # now rather than on first use (which reloads them after a server restart)
+            self._load_scripts()
+        except StoreUnavailable:
+            pass  # unreachable now: the first read or write says so
 
     # ---- keys -------------------------------------------------------------------------
     def _k(self, kind: str, view: str, entity_id: str) -> str:
@@ -231,9 +231,9 @@ class OnlineFeatureStore:
         (a retried transaction gets its first decision back)."""
         try:
             return self._read(attempts, decision_ids)
-        except redis.exceptions.NoScriptError:  # a new, restarted or flushed server
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server
+            self._load_scripts()
             try:
-                self.r.script_load(_LABEL_SCRIPT)
                 return self._read(attempts, decision_ids)
             except (redis.exceptions.RedisError, OSError) as exc:
                 raise StoreUnavailable(f"online store read failed: {exc}") from exc
@@ -322,23 +322,42 @@ class OnlineFeatureStore:
     def write_many(
         self, attempts: Sequence[Mapping[str, Any]], decisions: Sequence[str] = ()
     ) -> list[bool]:
-        """Apply many attempts in one pipeline; store each decision (first one wins)."""
-        pipe = self.r.pipeline(transaction=False)
-        for attempt in attempts:
-            keys, argv = self.write_ops(attempt)
-            self._script(keys=keys, args=argv, client=pipe)
-        for attempt, decision in zip(attempts, decisions, strict=False):
-            pipe.set(
-                self.decision_key(str(attempt["transaction_id"])),
-                decision,
-                nx=True,
-                ex=ATTEMPT_GUARD_TTL_S,
-            )
-        try:
-            replies = pipe.execute()
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+        """Apply many attempts in one pipeline; store each decision (first one wins).
+
+        The script goes as a plain EVALSHA: a pipeline holding a registered script asks
+        the server whether it exists before every execute, one more round trip per write.
+        A server that lost it (restarted, flushed) gets it again and the pipeline is sent
+        again: every part of it is idempotent (attempt guards, first decision wins).
+        """
+        ops = [self.write_ops(attempt) for attempt in attempts]
+        for retry in (False, True):
+            pipe = self.r.pipeline(transaction=False)
+            for keys, argv in ops:
+                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
+            for attempt, decision in zip(attempts, decisions, strict=False):
+                pipe.set(
+                    self.decision_key(str(attempt["transaction_id"])),
+                    decision,
+                    nx=True,
+                    ex=ATTEMPT_GUARD_TTL_S,
+                )
+            try:
+                replies = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError as exc:
+                if retry:
+                    raise StoreUnavailable(f"online store write failed: {exc}") from exc
+                self._load_scripts()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                raise StoreUnavailable(f"online store write failed: {exc}") from exc
         return [bool(r) for r in replies[: len(attempts)]]
+
+    def _load_scripts(self) -> None:
+        try:
+            self.r.script_load(_WRITE_SCRIPT)
+            self.r.script_load(_LABEL_SCRIPT)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"online store unavailable: {exc}") from exc
 
     def _evaluate(
         self,

@@ -179,3 +179,11 @@ def test_a_flushed_script_cache_is_reloaded_by_the_next_read(store, records) -> 
     before = store.read(records["e6"]).values
     store.r.script_flush()  # as a restarted server: the read's script is gone
     assert store.read(records["e6"]).values == before
+
+
+def test_a_write_after_the_scripts_were_flushed_applies_once(store, records) -> None:
+    store.r.script_flush()
+    assert store.write_many([records["e1"], records["e2"]]) == [True, True]
+    store.r.script_flush()
+    assert store.write_many([records["e1"]]) == [False]  # the guard still holds
+    assert store.read(records["e4"]).values["card_count_24h"] == 2  # e1 and e2, once each
