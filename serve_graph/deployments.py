@@ -382,9 +382,10 @@ class RemoteExplainer(_Remote):
 class RemoteShadowScorer(_Remote):
     """The shadow deployment, asked whether it holds a challenger at most every
     `recheck_s`: asking on every batch cost two handle calls per batch of the hot path's
-    event loop, for an answer that changes when someone promotes a model."""
+    event loop, for an answer that changes when someone promotes a model (and that the
+    deployment itself re-reads from the registry at most once a second)."""
 
-    recheck_s = 5.0
+    recheck_s = 1.0
 
     def __init__(self, handle: Any, timeout_s: float) -> None:
         super().__init__(handle, timeout_s)
