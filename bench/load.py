@@ -169,10 +169,12 @@ async def find_max(
     step_s: float,
     log: Callable[[str], None] = print,
     ceiling_rps: float = 20_000,
+    floor_rps: float = 5.0,
 ) -> tuple[float, list[dict[str, Any]]]:
     """Raise the offered rate by `factor` until a rate fails twice in a row (the machine is
     shared: one stall should not end the search), then refine once between the last good
-    and the first bad rate."""
+    and the first bad rate. When the first rate fails, lower it by `factor` (down to
+    `floor_rps`) until one holds."""
     steps: list[dict[str, Any]] = []
 
     async def attempt(rate: float) -> bool:
@@ -194,6 +196,13 @@ async def find_max(
             break
         good = rate
         rate *= factor
+    # the first rate already failed: step down instead of reporting a maximum of 0
+    while good == 0.0 and bad is not None and bad / factor >= floor_rps:
+        rate = bad / factor
+        if await attempt(rate):
+            good = rate
+        else:
+            bad = rate
     if bad is not None and good > 0:
         mid = (good + bad) / 2
         if await attempt(mid):

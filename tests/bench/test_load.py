@@ -1,0 +1,41 @@
+"""The load generator's search for the maximum sustainable rate, on a simulated server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import bench.load as load
+
+
+class _Server:
+    """Sustains every rate up to `capacity`; the offered rates are recorded."""
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity, self.offered = capacity, []
+
+    async def run_step(self, url, key, body, rate, duration_s, **kwargs):
+        self.offered.append(rate)
+        result = load.StepResult(rate, duration_s, sent=100, elapsed_s=duration_s)
+        result.statuses = {"200": 100}
+        result.rungs = {"1": 100}
+        result.latencies_ms = [10.0 if rate <= self.capacity else 500.0] * 100
+        result.elapsed_s = 100 / rate
+        return result
+
+
+@pytest.mark.parametrize("capacity, low, high", [(300.0, 196, 300), (20.0, 14, 20), (1.0, 0, 0)])
+def test_find_max_brackets_the_capacity(monkeypatch, capacity, low, high) -> None:
+    server = _Server(capacity)
+    monkeypatch.setattr(load, "run_step", server.run_step)
+    monkeypatch.setattr(load.asyncio, "sleep", _no_sleep)
+    best, steps = asyncio.run(load.find_max("u", "k", lambda i: b"", 50, 1.4, 1.0, lambda m: None))
+    assert low <= best <= high, (best, server.offered)
+    assert len(steps) == len(server.offered)
+    if capacity < 50:  # the first rate failed: the search went down, not to a maximum of 0
+        assert min(server.offered) < 50
+
+
+async def _no_sleep(_s: float) -> None:
+    return None
