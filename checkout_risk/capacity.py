@@ -14,7 +14,7 @@ The rules, per region ``r`` with share ``s_r`` of the marketplace peak ``P``:
   payment peak does not wait) and ``max_replicas = ceil(F_r / (rps * u))`` (the
   autoscaler's ceiling; with ``failover_headroom`` off it equals the minimum's peak);
 * worker pods hold ``floor((pod_cpus - reserved) / replica_cpus)`` replicas each, and the
-  pods also fit the side deployments (explainer, shadow scorer);
+  pods also fit the side deployments (the shadow scorer; an explainer if one is configured);
 * replicators ``= ceil(F_r * destinations / entries_per_s)``;
 * Redis commands/s are the region's own decisions times ``ops_per_decision`` plus the
   updates it receives from other regions (replication, after data residency) times
@@ -118,7 +118,7 @@ def load_capacity(path: Path = CAPACITY) -> CapacityConfig:
 
 
 def side_cpus(serve_config: Path = SERVE_CONFIG) -> float:
-    """CPUs of the deployments beside the fused one (SHAP explainer, shadow scorer) in the
+    """CPUs of the deployments beside the fused one (shadow scorer, explainer if any) in the
     region application of configs/serve/local.yaml: they share the worker pods."""
     app = yaml.safe_load(Path(serve_config).read_text())["applications"][0]
     total = 0.0
