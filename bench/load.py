@@ -75,7 +75,6 @@ async def run_step(
     (the replayed attempts, pandas) paused it 25-47 ms a step here, and every request due
     meanwhile was counted as that much slower.
     """
-
     gc.collect()
     gc.freeze()
     gc.disable()

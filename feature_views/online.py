@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -69,6 +69,7 @@ DAY_MS = 86_400_000
 ATTEMPT_GUARD_TTL_S = 7 * 86_400
 LABEL_GUARD_TTL_S = 180 * 86_400
 LABEL_WINDOW_MS = max(ms(v.window) for v in LABEL_RATES)
+_T = TypeVar("_T")
 
 # Label counts of each key (hashes of per-day fields n<day>, f<day>) over the days
 # [ARGV[1], ARGV[2]): {n1, f1, n2, f2, ...}. `_label_counts` is the same arithmetic in
@@ -229,14 +230,26 @@ class OnlineFeatureStore:
     ) -> tuple[list[OnlineVector], list[bytes | None]]:
         """`read_many` plus the decisions stored for `decision_ids`, in the same round trip
         (a retried transaction gets its first decision back)."""
-        try:
-            return self._read(attempts, decision_ids)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server
-            self._load_scripts()
+        return self._scripted("read", lambda: self._read(attempts, decision_ids))
+
+    def _scripted(self, what: str, run: Callable[[], _T]) -> _T:
+        """Run a pipeline that sends our scripts as plain EVALSHA.
+
+        A pipeline holding a registered script asks the server whether it exists before
+        every execute: one more round trip per read and per write. A server that lost the
+        scripts (restarted, flushed) gets them again and the pipeline goes once more: reads
+        change nothing and writes are idempotent (attempt guards, first decision wins).
+        """
+        for last in (False, True):
             try:
-                return self._read(attempts, decision_ids)
+                return run()
+            except redis.exceptions.NoScriptError as exc:
+                if last:
+                    raise StoreUnavailable(f"online store {what} failed: {exc}") from exc
+                self._load_scripts()
             except (redis.exceptions.RedisError, OSError) as exc:
-                raise StoreUnavailable(f"online store read failed: {exc}") from exc
+                raise StoreUnavailable(f"online store {what} failed: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _read(
         self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str]
@@ -249,7 +262,7 @@ class OnlineFeatureStore:
         # reply parsed once. Parsing replies is most of a read's cost in this process.
         queued: dict[tuple[Any, ...], int] = {}
 
-        def read(*command: Any) -> int:
+        def fetch(*command: Any) -> int:
             at = queued.get(command)
             if at is None:
                 at = queued[command] = len(queued)
@@ -278,18 +291,18 @@ class OnlineFeatureStore:
                     steps.append(("none", view))
                     continue
                 key = self._k("a", view.name, eid)
-                entries = read("ZRANGEBYSCORE", key, t - ms(view.horizon), f"({t}")
+                entries = fetch("ZRANGEBYSCORE", key, t - ms(view.horizon), f"({t}")
                 steps.append(
-                    ("activity", view, entries, read("HMGET", self._k("m", view.name, eid)))
+                    ("activity", view, entries, fetch("HMGET", self._k("m", view.name, eid)))
                 )
             for bview in BUCKETED_VIEWS:
                 eid = self._entity_id(attempt, bview.entity)
                 if eid is None:
                     steps.append(("none", bview))
                     continue
-                buckets = read("HGETALL", self._k("b", bview.name, eid))
+                buckets = fetch("HGETALL", self._k("b", bview.name, eid))
                 steps.append(
-                    ("bucketed", bview, buckets, read("HMGET", self._k("m", bview.name, eid)))
+                    ("bucketed", bview, buckets, fetch("HMGET", self._k("m", bview.name, eid)))
                 )
             for entity in LABEL_ENTITIES:
                 key = self._k("l", entity.name, self._entity_id(attempt, entity) or "")
@@ -300,12 +313,7 @@ class OnlineFeatureStore:
         for day, keys in days.items():
             lo = day - LABEL_WINDOW_MS // DAY_MS
             pipe.execute_command("EVALSHA", self._labels.sha, len(keys), *keys, lo, day)
-        try:
-            replies = pipe.execute()
-        except redis.exceptions.NoScriptError:
-            raise
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"online store read failed: {exc}") from exc
+        replies = pipe.execute()
         n = len(decision_ids)
         summed: dict[tuple[int, str], tuple[int, int]] = {}
         for (day, keys), reply in zip(days.items(), replies[n + len(queued) :], strict=True):
@@ -322,15 +330,10 @@ class OnlineFeatureStore:
     def write_many(
         self, attempts: Sequence[Mapping[str, Any]], decisions: Sequence[str] = ()
     ) -> list[bool]:
-        """Apply many attempts in one pipeline; store each decision (first one wins).
-
-        The script goes as a plain EVALSHA: a pipeline holding a registered script asks
-        the server whether it exists before every execute, one more round trip per write.
-        A server that lost it (restarted, flushed) gets it again and the pipeline is sent
-        again: every part of it is idempotent (attempt guards, first decision wins).
-        """
+        """Apply many attempts in one pipeline; store each decision (first one wins)."""
         ops = [self.write_ops(attempt) for attempt in attempts]
-        for retry in (False, True):
+
+        def send() -> list[Any]:
             pipe = self.r.pipeline(transaction=False)
             for keys, argv in ops:
                 pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
@@ -341,16 +344,9 @@ class OnlineFeatureStore:
                     nx=True,
                     ex=ATTEMPT_GUARD_TTL_S,
                 )
-            try:
-                replies = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError as exc:
-                if retry:
-                    raise StoreUnavailable(f"online store write failed: {exc}") from exc
-                self._load_scripts()
-            except (redis.exceptions.RedisError, OSError) as exc:
-                raise StoreUnavailable(f"online store write failed: {exc}") from exc
-        return [bool(r) for r in replies[: len(attempts)]]
+            return pipe.execute()
+
+        return [bool(r) for r in self._scripted("write", send)[: len(attempts)]]
 
     def _load_scripts(self) -> None:
         try:

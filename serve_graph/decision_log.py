@@ -29,6 +29,7 @@ import hmac
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,10 +205,7 @@ class DecisionLog:
                 error = exc
             # one wake-up per append call, not per record: a call's records may span
             # commits, and it is answered once the last of them is durable
-            counts: dict[int, list] = {}
-            for _, waiter in batch:
-                counts.setdefault(id(waiter), [waiter, 0])[1] += 1
-            for waiter, n in counts.values():
+            for waiter, n in Counter(waiter for _, waiter in batch).items():
                 waiter.committed(n, error)
 
     def _commit(self, records: list[dict[str, Any]]) -> None:
@@ -321,11 +319,14 @@ class _Waiter:
         self.error: Exception | None = None
 
     def committed(self, n: int, error: Exception | None) -> None:
+        """`n` of its records were committed (or failed with `error`): wake the caller on
+        the first failure, or once all are durable."""
         self.left -= n
-        if error is not None and self.error is None:
-            self.error = error
-        elif self.left > 0 or (error is None and self.error is not None):
-            return  # more to come, or already answered with an earlier failure
+        if self.error is not None:
+            return  # already answered with an earlier failure
+        self.error = error
+        if error is None and self.left > 0:
+            return  # more to come
         if self.loop is None:
             self.done.set()  # type: ignore[union-attr]
         else:

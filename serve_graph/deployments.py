@@ -95,7 +95,7 @@ class _Ingress:
         pipeline.warm_up()  # before the first health check passes: no cold first payments
         freeze_startup_heap()
         self.batcher = MicroBatcher(
-            pipeline.decide if pipeline.remote_hot_path else pipeline.decide_async,
+            pipeline.batch_decider,
             pipeline.after,
             region.max_batch,
             region.batch_wait_ms,

@@ -28,7 +28,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,11 @@ from trainers.registry import registry_root
 
 LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_id")
 
-# The monotonic deadline of the batch being decided in this thread: a stage in another
-# deployment may use what is left of it and no more (a hung hop must not outlast the budget)
 # what a batch's steps yield between stages: a point where an event-loop caller yields too
 PAUSE: None = None
 
+# The monotonic deadline of the batch being decided in this thread: a stage in another
+# deployment may use what is left of it and no more (a hung hop must not outlast the budget)
 BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "checkout_risk_batch_deadline", default=None
 )
@@ -108,6 +108,21 @@ def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
     row.setdefault("amount_usd", rec["amount_usd"])
     row.setdefault("region", rec.get("region"))
     return row
+
+
+def _resume(
+    steps: Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]],
+    pending: list[dict[str, Any]] | None,
+    commit: Callable[[list[dict[str, Any]]], None],
+) -> list[dict[str, Any]] | None:
+    """The batch's next step after `pending`: log records are committed first (a failed
+    commit is raised inside the batch, so its stages see it); a pause just goes on."""
+    if pending is not PAUSE:
+        try:
+            commit(pending)
+        except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
+            return steps.throw(exc)
+    return steps.send(None)
 
 
 class DecisionPipeline:
@@ -220,15 +235,7 @@ class DecisionPipeline:
         try:
             pending = next(steps)
             while True:
-                if pending is PAUSE:
-                    pending = steps.send(None)
-                    continue
-                try:
-                    self.log.append(pending)
-                except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
-                    pending = steps.throw(exc)
-                else:
-                    pending = steps.send(None)
+                pending = _resume(steps, pending, self.log.append)
         except StopIteration as done:
             return done.value
 
@@ -257,22 +264,16 @@ class DecisionPipeline:
             while True:
                 if pending is PAUSE:  # let the loop take in the requests that arrived
                     await asyncio.sleep(0)
-                    pending = steps.send(None)
-                    continue
-                try:
-                    self.log.append_now(pending)
-                except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
-                    pending = steps.throw(exc)
-                else:
-                    pending = steps.send(None)
+                pending = _resume(steps, pending, self.log.append_now)
         except StopIteration as done:
             return done.value
 
     @property
-    def remote_hot_path(self) -> bool:
-        """Whether a stage on the critical path is another deployment (a blocking hop)."""
+    def batch_decider(self) -> Callable[..., Any]:
+        """What a MicroBatcher runs: `decide_async` on its event loop, or `decide` in a
+        thread when a stage on the critical path is another deployment (a blocking hop)."""
         stages = (self.features, self.policy, self.scorer, self.combiner, self.explainer)
-        return any(self._remote(s) for s in stages)
+        return self.decide if any(self._remote(s) for s in stages) else self.decide_async
 
     def _steps(
         self,
