@@ -193,7 +193,9 @@ def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
             break
     assert out["degraded"] is None and out["trace_id"] == caller_trace
     hops = {"features", "policy", "score", "combine"}
-    spans = serving["otlp"].wait_for(caller_trace, hops | {"decision", "log"}, timeout_s=60)
+    spans = serving["otlp"].wait_for(
+        caller_trace, hops | {"decision", "log"}, timeout_s=60, server=hops
+    )
     spans = [
         s
         for s in spans

@@ -92,13 +92,20 @@ class OtlpReceiver:
             return [s for s in self.spans if s.trace_id == trace_id]
 
     def wait_for(
-        self, trace_id: str, names: set[str], timeout_s: float = 30.0
+        self,
+        trace_id: str,
+        names: set[str],
+        timeout_s: float = 30.0,
+        server: set[str] = frozenset(),
     ) -> list[ReceivedSpan]:
-        """The spans of a trace once all `names` have arrived (exporters batch)."""
+        """The spans of a trace once all `names` have arrived, and a SERVER span of each of
+        `server` (exporters batch, each replica on its own schedule: a hop's CLIENT span can
+        arrive seconds before the stage replica's SERVER span)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             spans = self.trace(trace_id)
-            if names <= {s.name for s in spans}:
+            served = {s.name for s in spans if s.kind == 2}  # SPAN_KIND_SERVER
+            if names <= {s.name for s in spans} and server <= served:
                 return spans
             time.sleep(0.2)
         return self.trace(trace_id)
