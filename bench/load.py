@@ -40,9 +40,13 @@ class StepResult:
     elapsed_s: float = 0.0
     # per request: (due, seconds after the start), latency ms, status, rung ("" if none)
     timeline: list[tuple[float, float, str, str]] = field(default_factory=list)
+    # the service's own latency_ms of each decision (arrival to decision): what the server
+    # controls, without this process's scheduling or the connection
+    server_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms or [np.nan], dtype=float)
+        server = np.asarray(self.server_ms, dtype=float)
         ok = self.statuses.get("200", 0)
         degraded = sum(v for k, v in self.rungs.items() if k != "1")
         return {
@@ -56,6 +60,8 @@ class StepResult:
             "rungs": dict(self.rungs),
             **{f"p{q:g}_ms": round(float(np.nanpercentile(lat, q)), 2) for q in (50, 90, 99, 99.9)},
             "max_ms": round(float(np.nanmax(lat)), 2),
+            "p99_server_ms": round(float(np.percentile(server, 99)), 2) if self.server_ms else None,
+            "max_server_ms": round(max(self.server_ms), 2) if self.server_ms else None,
         }
 
 
@@ -129,6 +135,8 @@ async def _run_step(
             rung = str(degraded["rung"]) if degraded else "1"
             result.rungs[rung] = result.rungs.get(rung, 0) + 1
             result.timeline.append((due - t0, latency, "200", rung))
+            if isinstance(answer.get("latency_ms"), (int, float)):
+                result.server_ms.append(float(answer["latency_ms"]))
             if on_answer is not None:
                 on_answer(answer)
 
