@@ -15,8 +15,10 @@ same model, policy, Redis and stage code three ways:
 
 For each, the offered rate rises until a step is not sustainable (an error, p99 over the
 120 ms budget, achieved < 95% of offered, or more than 1% of answers degraded); then the
-fused mode is held at 70% of its maximum and at 2x it (overload). The load generator
-(``bench/load.py``) shares the two cores with the servers, equally for all three.
+fused mode is held at 70% of its maximum and at 2x it (overload), and the web layer alone
+(``bench/floor.py``, no risk work) is offered the same 70% rate: the floor this machine
+and load generator put under any p99. The load generator (``bench/load.py``) shares the
+two cores with the servers, equally for all of them.
 Results: ``bench/results/serving.json`` and a latency-against-load plot
 ``bench/results/serving.html``.
 """
@@ -43,6 +45,7 @@ from bench.load import bodies, find_max, run_step, sample_attempts
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-serving"
 BASELINE_PORT = 8100
+FLOOR_PORT = 8101
 SERVE_BASE = "http://127.0.0.1:8000"
 
 
@@ -106,33 +109,38 @@ def _free(port: int) -> bool:
 
 
 def start_baseline(env_paths: dict[str, Any], log_dir: Path) -> subprocess.Popen:
-    if not _free(BASELINE_PORT):
-        raise SystemExit(f"port {BASELINE_PORT} is taken: stop what listens there first")
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHECKOUT_RISK_MODELS": str(env_paths["registry"]),
-            "REDIS_URL": env_paths["redis_url"],
-            "CHECKOUT_RISK_REGION": "us-east",
-            "CHECKOUT_RISK_LOG_DIR": str(log_dir),
-        }
-    )
+    env = {
+        "CHECKOUT_RISK_MODELS": str(env_paths["registry"]),
+        "REDIS_URL": env_paths["redis_url"],
+        "CHECKOUT_RISK_REGION": "us-east",
+        "CHECKOUT_RISK_LOG_DIR": str(log_dir),
+    }
+    return _uvicorn("serve_graph.standalone:create_app", BASELINE_PORT, env)
+
+
+def start_floor() -> subprocess.Popen:
+    return _uvicorn("bench.floor:create_app", FLOOR_PORT, {})
+
+
+def _uvicorn(factory: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
+    if not _free(port):
+        raise SystemExit(f"port {port} is taken: stop what listens there first")
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
             "--factory",
-            "serve_graph.standalone:create_app",
+            factory,
             "--host",
             "127.0.0.1",
             "--port",
-            str(BASELINE_PORT),
+            str(port),
             "--no-access-log",
             "--log-level",
             "warning",
         ],
-        env=env,
+        env=dict(os.environ) | extra_env,
         cwd=ROOT,
     )
 
@@ -307,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"  {over}")
             results["fused_at_70pct"] = at70
             results["overload"] = over
+            results["floor_at_70pct"] = hold_floor(key, body, 0.7 * fmax, args.hold_seconds)
         t = results["topologies"]
         summary: dict[str, Any] = {
             f"{n}_max_rps": t[n]["max_rps"] for n in ("baseline", "fused", "graph") if n in t
@@ -314,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         if "overload" in results:
             summary["fused_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_ms"]
             summary["fused_degraded_share_at_70pct"] = results["fused_at_70pct"]["degraded_share"]
+            summary["fused_server_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_server_ms"]
+            summary["floor_p99_ms_at_70pct"] = results["floor_at_70pct"]["p99_ms"]
             summary["overload_p99_ms"] = results["overload"]["p99_ms"]
             summary["overload_errors"] = results["overload"]["errors"]
             summary["overload_shed_share"] = results["overload"]["degraded_share"]
@@ -341,6 +352,23 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if baseline is not None:
             stop(baseline)
+
+
+def hold_floor(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """The same load at the same rate against the web layer alone (``bench/floor.py``):
+    the latency this machine and this load generator add before any risk work."""
+    floor = start_floor()
+    try:
+        url = f"http://127.0.0.1:{FLOOR_PORT}"
+        wait_healthy(url, key, 60)
+        settle()
+        warm(url, key, body)
+        log(f"floor (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
+        at = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
+        log(f"  {at}")
+        return at
+    finally:
+        stop(floor)
 
 
 def stop(proc: subprocess.Popen) -> None:

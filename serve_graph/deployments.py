@@ -95,7 +95,7 @@ class _Ingress:
         pipeline.warm_up()  # before the first health check passes: no cold first payments
         freeze_startup_heap()
         self.batcher = MicroBatcher(
-            pipeline.batch_decider,
+            pipeline.decide_async,
             pipeline.after,
             region.max_batch,
             region.batch_wait_ms,
@@ -261,10 +261,18 @@ class CombinerDeployment:
 
 
 class _Remote:
-    """Blocking calls to a deployment from the pipeline's worker thread, with a timeout."""
+    """Calls to another deployment, with a timeout and a circuit breaker.
+
+    The hot path awaits a hop on the replica's event loop (``acall``; the pipeline's
+    stage methods below are coroutines, which `DecisionPipeline.decide_async` awaits).
+    Run from a worker thread instead, each hop cost two GIL hand-offs (the thread handing
+    the call to the loop, the loop handing the answer back), each up to the interpreter's
+    5 ms switch interval while the loop was busy. The after-response work (online
+    updates, shadow scoring) runs in a worker thread and uses the blocking ``call``.
+    """
 
     # The replica's event loop, captured by the first request: in Serve's throughput-
-    # optimised mode handles route on the event loop, so calls from the pipeline's worker
+    # optimised mode handles route on the event loop, so blocking calls from a worker
     # thread are scheduled onto it and awaited there.
     loop: asyncio.AbstractEventLoop | None = None
     remote = True  # the pipeline traces a call through it as a CLIENT span
@@ -284,33 +292,59 @@ class _Remote:
         self._failures = 0
 
     def call(self, method: str, *args: Any) -> Any:
-        if time.monotonic() < self._open_until:
-            raise RuntimeError(f"{method}: hop skipped after repeated failures")
+        """The hop, blocking: from a worker thread, never from the event loop."""
+        self._admit(method)
         try:
             result = self._call(method, *args)
         except BaseException:
-            self._failures += 1
-            if self._failures >= self.trip_after:
-                self._open_until = time.monotonic() + self.retry_after_s
-                self._failures = 0
+            self._failed()
             raise
         self._failures = 0
         return result
 
-    def _call(self, method: str, *args: Any) -> Any:
+    async def acall(self, method: str, *args: Any) -> Any:
+        """The hop, awaited on the replica's event loop."""
+        self._admit(method)
+        try:
+            request = self._request(method, args, self._traced())
+            result = await asyncio.wait_for(request, self._timeout())
+        except BaseException:
+            self._failed()
+            raise
+        self._failures = 0
+        return result
+
+    def _admit(self, method: str) -> None:
+        if time.monotonic() < self._open_until:
+            raise RuntimeError(f"{method}: hop skipped after repeated failures")
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.trip_after:
+            self._open_until = time.monotonic() + self.retry_after_s
+            self._failures = 0
+
+    def _timeout(self) -> float:
+        deadline = BATCH_DEADLINE.get()
+        if deadline is None:
+            return self.timeout_s
+        # on the hot path: no longer than the batch has left
+        return max(0.001, min(self.timeout_s, deadline - time.monotonic() - self.reserve_s))
+
+    @staticmethod
+    def _traced() -> dict[str, Any]:
         carriers = current_carriers()  # this stage's spans, one per decision of the batch
-        kwargs = {"trace": carriers} if carriers else {}
+        return {"trace": carriers} if carriers else {}
 
-        async def run() -> Any:
-            return await getattr(self.handle, method).remote(*args, **kwargs)
+    async def _request(self, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        return await getattr(self.handle, method).remote(*args, **kwargs)
 
+    def _call(self, method: str, *args: Any) -> Any:
         if _Remote.loop is None:
             raise RuntimeError("no serving event loop yet")
-        future = asyncio.run_coroutine_threadsafe(run(), _Remote.loop)
-        timeout = self.timeout_s
-        deadline = BATCH_DEADLINE.get()
-        if deadline is not None:  # on the hot path: no longer than the batch has left
-            timeout = max(0.001, min(timeout, deadline - time.monotonic() - self.reserve_s))
+        request = self._request(method, args, self._traced())  # this thread's trace context
+        timeout = self._timeout()
+        future = asyncio.run_coroutine_threadsafe(request, _Remote.loop)
         try:
             return future.result(timeout=timeout)
         except BaseException:
@@ -318,15 +352,20 @@ class _Remote:
             raise
 
 
+def _failure(stage: str, exc: BaseException) -> str:
+    return f"{stage}: {exc or type(exc).__name__}"  # a timeout's message is empty
+
+
 class RemoteFeatureLookup(_Remote):
     def available(self) -> bool:
         return True
 
-    def lookup(self, records: Any, ids: Any = ()) -> FeatureBatch:
+    async def lookup(self, records: Any, ids: Any = ()) -> FeatureBatch:
         try:
-            return self.call("lookup", list(records), list(ids))
+            return await self.acall("lookup", list(records), list(ids))
         except Exception as exc:  # noqa: BLE001 - the feature hop failing degrades to rung 3
-            return FeatureBatch(None, FeatureLookup.request_only(records), f"features: {exc}")
+            error = _failure("features", exc)
+            return FeatureBatch(None, FeatureLookup.request_only(records), error)
 
     def update(self, records: Any, decisions: Any) -> None:
         try:
@@ -346,9 +385,9 @@ class RemotePolicyEngine(_Remote):
         self.local = PolicyEngine(CHAMPION_POLICY)
         self.version = self.local.version
 
-    def evaluate(self, values: Any) -> list[PolicyResult]:
+    async def evaluate(self, values: Any) -> list[PolicyResult]:
         try:
-            results, self.version = self.call("evaluate", list(values))
+            results, self.version = await self.acall("evaluate", list(values))
         except Exception:  # noqa: BLE001 - evaluated here instead
             results, self.version = self.local.evaluate(list(values)), self.local.version
         return results
@@ -365,18 +404,18 @@ class RemoteScorer(_Remote):
 
     champion: str | None = None  # the version that scored last (health reports it)
 
-    def score(self, values: Any, fallback: bool) -> tuple[np.ndarray, str]:
-        p, version = self.call("score", list(values), fallback)
+    async def score(self, values: Any, fallback: bool) -> tuple[np.ndarray, str]:
+        p, version = await self.acall("score", list(values), fallback)
         self.champion = version.split("/")[0]
         return p, version
 
-    def explain(self, values: Any, fallback: bool, top: int) -> list:
-        return self.call("explain", list(values), fallback, top)
+    async def explain(self, values: Any, fallback: bool, top: int) -> list:
+        return await self.acall("explain", list(values), fallback, top)
 
 
 class RemoteExplainer(_Remote):
-    def explain(self, values: Any, fallback: bool, top: int) -> list:
-        return self.call("explain", list(values), fallback, top)
+    async def explain(self, values: Any, fallback: bool, top: int) -> list:
+        return await self.acall("explain", list(values), fallback, top)
 
 
 class RemoteShadowScorer(_Remote):
@@ -417,9 +456,9 @@ class RemoteCombiner(_Remote):
         self.costs = _Reloading(DEFAULT_COSTS, load_costs)  # logged with each decision
         self.local = DecisionCombiner(DEFAULT_COSTS, rules_only_step_up_usd)
 
-    def combine(self, values: Any, policy: Any, p: Any) -> list[str]:
+    async def combine(self, values: Any, policy: Any, p: Any) -> list[str]:
         try:
-            return self.call("combine", list(values), list(policy), p)
+            return await self.acall("combine", list(values), list(policy), p)
         except Exception:  # noqa: BLE001 - the same costs, combined here
             return self.local.combine(values, policy, p)
 

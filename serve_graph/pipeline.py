@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import json
 import time
 import uuid
@@ -56,7 +57,7 @@ LIST_FIELDS = ("card_id", "shopper_id", "merchant_id", "email_domain", "device_i
 # what a batch's steps yield between stages: a point where an event-loop caller yields too
 PAUSE: None = None
 
-# The monotonic deadline of the batch being decided in this thread: a stage in another
+# The monotonic deadline of the batch being decided in this context: a stage in another
 # deployment may use what is left of it and no more (a hung hop must not outlast the budget)
 BATCH_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "checkout_risk_batch_deadline", default=None
@@ -111,7 +112,7 @@ def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def _resume(
-    steps: Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]],
+    steps: Generator[Any, Any, list[dict[str, Any]]],
     pending: list[dict[str, Any]] | None,
     commit: Callable[[list[dict[str, Any]]], None],
 ) -> list[dict[str, Any]] | None:
@@ -123,6 +124,15 @@ def _resume(
         except BaseException as exc:  # noqa: BLE001 - the batch's stages see it
             return steps.throw(exc)
     return steps.send(None)
+
+
+def _hop(answer: Any) -> Generator[Any, Any, Any]:
+    """A stage's answer. A stage in another deployment answers with an awaitable (its
+    hop), which the batch yields to its driver: `decide_async` awaits it on the event
+    loop and sends the result back, or throws the hop's exception in."""
+    if inspect.isawaitable(answer):
+        return (yield answer)
+    return answer
 
 
 class DecisionPipeline:
@@ -230,11 +240,18 @@ class DecisionPipeline:
         decision's trace continues the caller's, and its trace id is logged with it.
         `shed` (a reason) decides the batch on rules alone, without the store or a model:
         the admission limit in front of the queue sends the excess of an overload here.
+
+        In-process stages only (replay, tools, tests): a pipeline whose stages are other
+        deployments awaits their hops in `decide_async`.
         """
         steps = self._steps(records, arrived, traceparents, shed)
         try:
             pending = next(steps)
             while True:
+                if inspect.isawaitable(pending):
+                    getattr(pending, "close", lambda: None)()
+                    steps.close()
+                    raise TypeError("a stage in another deployment is awaited: decide_async")
                 pending = _resume(steps, pending, self.log.append)
         except StopIteration as done:
             return done.value
@@ -249,31 +266,32 @@ class DecisionPipeline:
         """`decide` on the event loop: the batch's work runs here, its log records
         included (one write and fsync per batch, `DecisionLog.append_now`).
 
-        For replicas whose hot-path stages are all in-process. Handing each batch to a
-        worker thread cost a GIL hand-off at every Redis reply and log commit, each up to
-        the interpreter's 5 ms switch interval while the event loop was busy: that, not the
-        work, was most of a batch's time on a loaded replica (the log's writer thread
-        waking the loop cost as much again, for an fsync of ~0.3 ms). Between stages the batch
-        yields to the loop (``PAUSE``), so requests arriving meanwhile are read and queued
-        (admission sees them) instead of waiting unseen in the socket. A remote stage
-        blocks on its hop, and needs `decide` in a thread.
+        What every serving replica runs. Handing each batch to a worker thread cost a GIL
+        hand-off at every Redis reply and log commit, each up to the interpreter's 5 ms
+        switch interval while the event loop was busy: that, not the work, was most of a
+        batch's time on a loaded replica (the log's writer thread waking the loop cost as
+        much again, for an fsync of ~0.3 ms). Between stages the batch yields to the loop
+        (``PAUSE``), so requests arriving meanwhile are read and queued (admission sees
+        them) instead of waiting unseen in the socket. A stage in another deployment (the
+        graph topology) answers with its hop, awaited here while other batches run.
         """
         steps = self._steps(records, arrived, traceparents, shed)
         try:
             pending = next(steps)
             while True:
+                if inspect.isawaitable(pending):  # a hop to another deployment
+                    try:
+                        answer = await pending
+                    except Exception as exc:  # noqa: BLE001 - the stage's own fallback
+                        pending = steps.throw(exc)
+                    else:
+                        pending = steps.send(answer)
+                    continue
                 if pending is PAUSE:  # let the loop take in the requests that arrived
                     await asyncio.sleep(0)
                 pending = _resume(steps, pending, self.log.append_now)
         except StopIteration as done:
             return done.value
-
-    @property
-    def batch_decider(self) -> Callable[..., Any]:
-        """What a MicroBatcher runs: `decide_async` on its event loop, or `decide` in a
-        thread when a stage on the critical path is another deployment (a blocking hop)."""
-        stages = (self.features, self.policy, self.scorer, self.combiner, self.explainer)
-        return self.decide if any(self._remote(s) for s in stages) else self.decide_async
 
     def _steps(
         self,
@@ -281,7 +299,7 @@ class DecisionPipeline:
         arrived: Sequence[float],
         traceparents: Sequence[str | None] | None,
         shed: str | None,
-    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
+    ) -> Generator[Any, Any, list[dict[str, Any]]]:
         """The batch as steps: yields the log records to make durable, and finishes once
         they are (the caller commits them, blocking or awaited); between stages it yields
         ``PAUSE``, where an event-loop caller lets other work run."""
@@ -302,7 +320,7 @@ class DecisionPipeline:
         deadline: float,
         trace: BatchTrace,
         shed: str | None = None,
-    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
+    ) -> Generator[Any, Any, list[dict[str, Any]]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
         todo = [i for i, r in enumerate(responses) if r is None]
@@ -323,7 +341,7 @@ class DecisionPipeline:
             fetched = FeatureBatch(None, FeatureLookup.request_only(batch), shed)
         else:
             with trace.stage("features", todo, self._remote(self.features)):
-                fetched = self.features.lookup(batch, [txids[i] for i in todo])
+                fetched = yield from _hop(self.features.lookup(batch, [txids[i] for i in todo]))
             yield PAUSE
         fresh: list[int] = []
         for j, i in enumerate(todo):
@@ -352,7 +370,7 @@ class DecisionPipeline:
         todo: list[int],
         trace: BatchTrace,
         shed: bool = False,
-    ) -> Generator[list[dict[str, Any]] | None, None, list[dict[str, Any]]]:
+    ) -> Generator[Any, Any, list[dict[str, Any]]]:
         records = [batch[j] for j in fresh]
         rows = [todo[j] for j in fresh]  # positions in the micro-batch (its traces)
         rung, reason = 1, None
@@ -373,7 +391,7 @@ class DecisionPipeline:
             v.setdefault("amount_usd", rec["amount_usd"])
             v.setdefault("region", rec.get("region"))
         with trace.stage("policy", rows, self._remote(self.policy)):
-            policy = self.policy.evaluate(values)
+            policy = yield from _hop(self.policy.evaluate(values))
         left_ms = (deadline - time.monotonic()) * 1000
         p: np.ndarray | None = None
         version = None
@@ -384,11 +402,11 @@ class DecisionPipeline:
         else:
             try:
                 with trace.stage("score", rows, self._remote(self.scorer)):
-                    p, version = self.scorer.score(values, fallback)
+                    p, version = yield from _hop(self.scorer.score(values, fallback))
             except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
                 rung, reason = 4, f"scorer: {exc}"
         with trace.stage("combine", rows, self._remote(self.combiner)):
-            actions = self.combiner.combine(values, policy, p)
+            actions = yield from _hop(self.combiner.combine(values, policy, p))
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []
         yield PAUSE
         contributions: dict[int, list[tuple[str, float]]] = {}
@@ -398,7 +416,9 @@ class DecisionPipeline:
                 with trace.stage(
                     "explain", [rows[i] for i in explain], self._remote(self.explainer)
                 ):
-                    found = self.explainer.explain(explained, fallback, self.region.explain_top)
+                    found = yield from _hop(
+                        self.explainer.explain(explained, fallback, self.region.explain_top)
+                    )
                 for i, c in zip(explain, found, strict=True):
                     contributions[i] = c
             except Exception:  # noqa: BLE001 - SHAP late or down: the decision still stands

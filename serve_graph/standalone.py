@@ -54,7 +54,7 @@ def create_app(
     pipeline.warm_up()
     freeze_startup_heap()
     batcher = MicroBatcher(
-        pipeline.batch_decider,
+        pipeline.decide_async,
         pipeline.after,
         config.max_batch,
         config.batch_wait_ms,

@@ -194,3 +194,47 @@ def test_decide_on_the_event_loop_answers_and_logs_as_in_a_thread(pipeline) -> N
         assert find(pipeline.log_root, d["decision_id"])["action"] == d["action"]
     again = asyncio.run(pipeline.decide_async(records[1:2], [time.monotonic()]))
     assert again[0]["idempotent_replay"] and again[0]["decision_id"] == looped[0]["decision_id"]
+
+
+def test_a_hung_scorer_hop_costs_what_the_batch_has_left_then_is_skipped(
+    trained, registry_root, redis_url, tmp_path
+) -> None:
+    """The graph's hops are awaited on the replica's event loop. A Scorer replica that took
+    the call and never answers costs a batch what its budget has left (less the reserve
+    for the log write and the response), not the hop's own 10 s timeout; two such batches
+    open the circuit and the next skips the hop at once. Each decision falls back to rules
+    (rung 4) and is logged."""
+    import asyncio
+
+    from serve_graph.decision_log import find
+    from serve_graph.deployments import RemoteScorer
+
+    class Hung(RemoteScorer):
+        async def _request(self, method: str, args: tuple, kwargs: dict) -> None:
+            await asyncio.Event().wait()
+
+    hung = Hung(handle=None, timeout_s=10.0)
+    p = _pipeline(registry_root, redis_url, tmp_path / "log", stages={"scorer": hung})
+
+    async def three_batches() -> list[tuple[dict, float]]:
+        out = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            decided = await p.decide_async([_record()], [t0])
+            out.append((decided[0], time.monotonic() - t0))
+        return out
+
+    try:
+        results = asyncio.run(three_batches())
+        with pytest.raises(TypeError, match="decide_async"):
+            p.decide([_record()], [time.monotonic()])  # a hop cannot be awaited in a thread
+    finally:
+        p.close()
+    budget = p.region.budget_ms / 1000
+    for d, _ in results:
+        assert d["degraded"]["rung"] == 4 and d["degraded"]["reason"].startswith("scorer"), d
+        assert find(p.log_root, d["decision_id"])["action"] == d["action"]
+    (_, first), (_, second), (third, _) = results
+    assert budget - hung.reserve_s - 0.005 <= first < 2 * budget
+    assert budget - hung.reserve_s - 0.005 <= second < 2 * budget
+    assert "skipped after repeated failures" in third["degraded"]["reason"]
