@@ -16,7 +16,7 @@ same model, policy, Redis and stage code three ways:
 For each, the offered rate rises until a step is not sustainable (an error, p99 over the
 120 ms budget, achieved < 95% of offered, or more than 1% of answers degraded); then the
 fused mode is held at 70% of its maximum and at 2x it (overload), and the web layer alone
-(``bench/floor.py``, no risk work) is offered the same 70% rate: the floor this machine
+(``bench/noop_server.py``, no risk work) is offered the same 70% rate: what this machine
 and load generator put under any p99. The load generator (``bench/load.py``) shares the
 two cores with the servers, equally for all of them.
 Results: ``bench/results/serving.json`` and a latency-against-load plot
@@ -45,7 +45,8 @@ from bench.load import bodies, find_max, run_step, sample_attempts
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-serving"
 BASELINE_PORT = 8100
-FLOOR_PORT = 8101
+SNAPSHOT_DB = 15  # the materialised store, restored before each measurement
+NOOP_PORT = 8101
 SERVE_BASE = "http://127.0.0.1:8000"
 
 
@@ -100,7 +101,49 @@ def prepare(days: int, tx_per_day: int) -> dict[str, Any]:
         flush=True,
         progress=False,
     )
+    copy_db(url, SNAPSHOT_DB)
     return {"data": data, "registry": registry, "redis_url": url}
+
+
+def copy_db(url: str, to_db: int, from_db: int | None = None) -> int:
+    """Copy every key of the store's database (or of `from_db`) into database `to_db`,
+    replacing what was there (Redis >= 6.2 ``COPY``, server-side: ~2 s for 225k keys).
+
+    Every request a step sends is written back to the store, as in production, and the
+    replayed attempts keep their event times: each replay adds to the same entities'
+    windows. Restoring the snapshot before each topology and each hold gives every one
+    of them the same store, not the one the topologies before it left behind.
+    """
+    client = _db(url, from_db)
+    target = _db(url, to_db)
+    target.flushdb()
+    pipe = client.pipeline(transaction=False)
+    copied = 0
+    for key in client.scan_iter(count=5_000):
+        pipe.execute_command("COPY", key, key, "DB", to_db, "REPLACE")
+        copied += 1
+        if copied % 5_000 == 0:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+    target.close()
+    return copied
+
+
+def _db(url: str, db: int | None = None) -> Any:
+    """A client of the server at `url`, on database `db` (default: the URL's)."""
+    import redis
+
+    pool = redis.ConnectionPool.from_url(url)
+    if db is None:
+        return redis.Redis(connection_pool=pool)
+    kwargs = dict(pool.connection_kwargs, db=db)
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
+
+
+def restore_store(url: str) -> None:
+    """The store as materialised (see `copy_db`)."""
+    copy_db(url, int(_db(url).connection_pool.connection_kwargs.get("db", 0)), SNAPSHOT_DB)
 
 
 def _free(port: int) -> bool:
@@ -118,8 +161,8 @@ def start_baseline(env_paths: dict[str, Any], log_dir: Path) -> subprocess.Popen
     return _uvicorn("serve_graph.standalone:create_app", BASELINE_PORT, env)
 
 
-def start_floor() -> subprocess.Popen:
-    return _uvicorn("bench.floor:create_app", FLOOR_PORT, {})
+def start_noop() -> subprocess.Popen:
+    return _uvicorn("bench.noop_server:create_app", NOOP_PORT, {})
 
 
 def _uvicorn(factory: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
@@ -287,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             if name == "baseline":  # runs only while measured: the Ray apps stay up, idle
                 baseline = start_baseline(paths, log_root / "baseline")
                 wait_healthy(urls[name], key)
+            restore_store(paths["redis_url"])
             settle()
             body = bodies(attempts, f"{name}-{run_id}")
             log(f"{name}: {urls[name]}")
@@ -301,13 +345,15 @@ def main(argv: list[str] | None = None) -> None:
         if "fused" in wanted and results["topologies"]["fused"]["max_rps"] > 0:
             fmax = results["topologies"]["fused"]["max_rps"]
             body = bodies(attempts, f"hold-{run_id}")
+            restore_store(paths["redis_url"])
             settle()
             log(f"fused at 70% of its maximum ({0.7 * fmax:.0f}/s) for {args.hold_seconds:.0f} s")
             at70 = asyncio.run(
                 run_step(urls["fused"], key, body, 0.7 * fmax, args.hold_seconds)
             ).summary()
             log(f"  {at70}")
-            time.sleep(3)
+            restore_store(paths["redis_url"])
+            settle()
             log(f"fused overloaded at 2x its maximum ({2 * fmax:.0f}/s)")
             over = asyncio.run(
                 run_step(urls["fused"], key, body, 2 * fmax, args.hold_seconds)
@@ -315,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"  {over}")
             results["fused_at_70pct"] = at70
             results["overload"] = over
-            results["floor_at_70pct"] = hold_floor(key, body, 0.7 * fmax, args.hold_seconds)
+            results["noop_at_70pct"] = hold_noop(key, body, 0.7 * fmax, args.hold_seconds)
         t = results["topologies"]
         summary: dict[str, Any] = {
             f"{n}_max_rps": t[n]["max_rps"] for n in ("baseline", "fused", "graph") if n in t
@@ -324,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
             summary["fused_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_ms"]
             summary["fused_degraded_share_at_70pct"] = results["fused_at_70pct"]["degraded_share"]
             summary["fused_server_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_server_ms"]
-            summary["floor_p99_ms_at_70pct"] = results["floor_at_70pct"]["p99_ms"]
+            summary["noop_p99_ms_at_70pct"] = results["noop_at_70pct"]["p99_ms"]
             summary["overload_p99_ms"] = results["overload"]["p99_ms"]
             summary["overload_errors"] = results["overload"]["errors"]
             summary["overload_shed_share"] = results["overload"]["degraded_share"]
@@ -341,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
                 "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded (unix socket)",
                 "step_seconds": args.step_seconds,
                 "hold_seconds": args.hold_seconds,
+                "store": "restored to the materialised snapshot before each topology and hold",
                 "sustainable": "0 errors, p99 <= 120 ms, achieved >= 95% offered, <= 1% degraded",
                 "load_generator": "bench/load.py (aiohttp, open loop) on the same 2 cores",
             },
@@ -354,21 +401,21 @@ def main(argv: list[str] | None = None) -> None:
             stop(baseline)
 
 
-def hold_floor(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any]:
-    """The same load at the same rate against the web layer alone (``bench/floor.py``):
+def hold_noop(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """The same load at the same rate against the web layer alone (``bench/noop_server.py``):
     the latency this machine and this load generator add before any risk work."""
-    floor = start_floor()
+    noop = start_noop()
     try:
-        url = f"http://127.0.0.1:{FLOOR_PORT}"
+        url = f"http://127.0.0.1:{NOOP_PORT}"
         wait_healthy(url, key, 60)
         settle()
         warm(url, key, body)
-        log(f"floor (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
+        log(f"no-op server (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
         at = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
         log(f"  {at}")
         return at
     finally:
-        stop(floor)
+        stop(noop)
 
 
 def stop(proc: subprocess.Popen) -> None:

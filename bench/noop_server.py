@@ -1,14 +1,14 @@
-"""The measurement floor: the serving web layer with no risk work behind it.
+"""The no-op server: the serving web layer with no risk work behind it.
 
 ``python -m bench.serving`` runs this app in its own uvicorn process, beside the three
 topologies, and offers it the same load at the same rates. It parses, authenticates and
 validates each attempt exactly as the service does (``serve_graph.app.build_app``) and
 answers a fixed approval, so its latency is what this machine, this load generator and
 the HTTP layer cost before any feature read, score or log write. On a shared 2-core
-machine that floor has a tail of its own, and a p99 goal for the full path can be no
+machine that has a tail of its own, and a p99 goal for the full path can be no
 tighter than it.
 
-    uvicorn --factory bench.floor:create_app --port 8101
+    uvicorn --factory bench.noop_server:create_app --port 8101
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def create_app() -> FastAPI:
             "fraud_probability": None,
             "reasons": [],
             "model_version": None,
-            "policy_version": "floor",
-            "region": "floor",
+            "policy_version": "no-op",
+            "region": "no-op",
             "degraded": None,
             "latency_ms": round((time.monotonic() - arrived) * 1000, 3),
         }
 
-    return build_app(decide, lambda: {"status": "ok"}, title="checkout-risk floor")
+    return build_app(decide, lambda: {"status": "ok"}, title="checkout-risk no-op")
