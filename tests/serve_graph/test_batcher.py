@@ -160,6 +160,40 @@ def test_admission_sends_the_excess_to_the_shed_lane_at_once() -> None:
     assert b.turned_away == 2
 
 
+def test_admission_turns_arrivals_away_while_the_event_loop_itself_lags() -> None:
+    """A full path that holds the event loop (decide_async's stages run on it) leaves
+    free slots and a short queue, while arrivals wait to be read at all: admission
+    watches the loop's lag too, and sheds until it has caught up."""
+    rec = Recorder()
+    hog_s = 0.04
+
+    async def run(records, arrived, traces, shed=None):
+        if shed is None:
+            time.sleep(hog_s)  # CPU work on the loop: nothing else runs meanwhile
+        return rec.run(records, arrived, traces, shed)
+
+    b = MicroBatcher(run, rec.after, max_batch=1, wait_ms=0, in_flight=8, admit_wait_ms=20)
+
+    async def scenario() -> list:
+        outs = []
+        for i in range(40):  # an arrival every 5 ms, 8 ms of full-path work each
+            outs.append(asyncio.ensure_future(b.submit({"id": str(i)}, time.monotonic(), None)))
+            await asyncio.sleep(0.005)
+        done = await asyncio.gather(*outs)
+        await asyncio.sleep(b.lag_horizon_s * 2)  # quiet: the old lag says nothing now
+        done.append(await b.submit({"id": "later"}, time.monotonic(), None))
+        return done
+
+    out = {o["id"]: o for o in asyncio.run(scenario())}
+    shed = [i for batch in rec.shed_batches for i in batch]
+    assert "0" not in shed and len(shed) >= 10, shed  # the first one was admitted
+    reasons = {out[i]["shed"] for i in shed}
+    assert any("event-loop lag" in r for r in reasons), reasons
+    lag_ms = max(int(r.split("(")[1].split(" ")[0]) for r in reasons if "lag" in r)
+    assert lag_ms >= 20  # the lag that turned them away, logged as evidence
+    assert "shed" not in out["later"]
+
+
 def test_without_an_admission_limit_everything_waits_for_the_full_path() -> None:
     rec = Recorder(run_s=0.05)
     b = MicroBatcher(rec.run, rec.after, max_batch=1, wait_ms=1, in_flight=1)
