@@ -160,6 +160,8 @@ class MicroBatcher:
             self._bound = loop
             self.queue, self.shed_queue = asyncio.Queue(), asyncio.Queue()
             self._slots = asyncio.Semaphore(self.in_flight)
+            # the old loop's lag says nothing of this one, and its pending probe never fires
+            self._probing, self.loop_lag, self._lag_at = False, 0.0, 0.0
             self._workers = [loop.create_task(self._loop()), loop.create_task(self._shed_loop())]
         fut = loop.create_future()
         item = (record, arrived, trace, fut)

@@ -292,6 +292,8 @@ class DecisionPipeline:
                 pending = _resume(steps, pending, self.log.append_now)
         except StopIteration as done:
             return done.value
+        finally:  # cancelled mid-hop: unwind the batch here, in its own context
+            steps.close()
 
     def _steps(
         self,

@@ -184,14 +184,16 @@ def test_admission_turns_arrivals_away_while_the_event_loop_itself_lags() -> Non
         done.append(await b.submit({"id": "later"}, time.monotonic(), None))
         return done
 
-    out = {o["id"]: o for o in asyncio.run(scenario())}
-    shed = [i for batch in rec.shed_batches for i in batch]
-    assert "0" not in shed and len(shed) >= 10, shed  # the first one was admitted
-    reasons = {out[i]["shed"] for i in shed}
-    assert any("event-loop lag" in r for r in reasons), reasons
-    lag_ms = max(int(r.split("(")[1].split(" ")[0]) for r in reasons if "lag" in r)
-    assert lag_ms >= 20  # the lag that turned them away, logged as evidence
-    assert "shed" not in out["later"]
+    for _ in range(2):  # the second time on a new event loop, where the probe starts anew
+        rec.shed_batches.clear()
+        out = {o["id"]: o for o in asyncio.run(scenario())}
+        shed = [i for batch in rec.shed_batches for i in batch]
+        assert "0" not in shed and len(shed) >= 10, shed  # the first one was admitted
+        reasons = {out[i]["shed"] for i in shed}
+        assert any("event-loop lag" in r for r in reasons), reasons
+        lag_ms = max(int(r.split("(")[1].split(" ")[0]) for r in reasons if "lag" in r)
+        assert lag_ms >= 20  # the lag that turned them away, logged as evidence
+        assert "shed" not in out["later"]
 
 
 def test_without_an_admission_limit_everything_waits_for_the_full_path() -> None:
