@@ -50,8 +50,13 @@ NOOP_PORT = 8101
 SERVE_BASE = "http://127.0.0.1:8000"
 
 
+STARTED = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    """Each line with the minutes and seconds since the benchmark started."""
+    took = int(time.monotonic() - STARTED)
+    print(f"[{took // 60:02d}:{took % 60:02d}] {msg}", flush=True)
 
 
 def prepare(days: int, tx_per_day: int) -> dict[str, Any]:
@@ -393,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             },
             **results,
         }
+        results["setup"]["elapsed_s"] = round(time.monotonic() - STARTED)
         RESULTS.mkdir(parents=True, exist_ok=True)
         plot(results, RESULTS / f"{args.name}.html")
         write(args.name, results, "bench.serving")

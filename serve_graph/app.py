@@ -551,7 +551,12 @@ def build_app(
         return await decide(attempt.to_record(), arrived, trace)
 
     @app.get("/healthz")
-    async def healthz(_client: str = Depends(client)) -> dict[str, Any]:  # noqa: B008
-        return health()
+    async def healthz(_client: str = Depends(client)) -> Any:  # noqa: B008
+        status = health()
+        if inspect.isawaitable(status):  # a replica that warms up on the event loop first
+            status = await status
+        if status.get("status") == "warming up":
+            return JSONResponse(status, 503)
+        return status
 
     return app

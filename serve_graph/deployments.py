@@ -17,6 +17,7 @@ Stages hold no Ray code (``stages.py``); this module only adapts them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,11 +32,15 @@ from serve_graph.pipeline import (
     BATCH_DEADLINE,
     DecisionPipeline,
     region_store_url,
+    synthetic_attempt,
     synthetic_row,
+    warm_row,
 )
 from serve_graph.policy import CHAMPION_POLICY, PolicyResult
 from serve_graph.stages import DecisionCombiner, FeatureBatch, FeatureLookup, PolicyEngine, Scorer
 from serve_graph.telemetry import Tracing, current_carriers
+
+logger = logging.getLogger(__name__)
 
 _REPLICA: Any = None  # the ingress replica living in this worker process
 
@@ -45,10 +50,14 @@ async def _decide(record: dict, arrived: float, trace: str | None) -> dict:
     return await _REPLICA.batcher.submit(record, arrived, trace)
 
 
-def _health() -> dict[str, Any]:
+async def _health() -> dict[str, Any]:
     from serve_graph.standalone import health_of
 
-    return health_of(_REPLICA.pipeline) | {"topology": _REPLICA.topology}
+    _Remote.loop = asyncio.get_running_loop()
+    warm = await _REPLICA.warmed()
+    if warm is None:  # a 503: checkout's health checks keep traffic away meanwhile
+        return {"status": "warming up", "topology": _REPLICA.topology}
+    return health_of(_REPLICA.pipeline) | {"topology": _REPLICA.topology, "warm_up_ms": warm}
 
 
 def _region() -> Any:
@@ -92,7 +101,7 @@ class _Ingress:
         global _REPLICA
         self.pipeline = pipeline
         region = pipeline.region
-        pipeline.warm_up()  # before the first health check passes: no cold first payments
+        self.warm_up_ms: dict[str, float] | None = pipeline.warm_up()  # no cold payments
         freeze_startup_heap()
         self.batcher = MicroBatcher(
             pipeline.decide_async,
@@ -107,6 +116,11 @@ class _Ingress:
     def check_health(self) -> None:
         if self.topology == "fused" and self.pipeline.scorer.champion is None:
             raise RuntimeError("no champion model loaded")
+
+    async def warmed(self) -> dict[str, float] | None:
+        """What warming up took (ms per step), or None while it is still going on. A fused
+        replica warmed every stage in its constructor."""
+        return self.warm_up_ms
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
@@ -495,6 +509,55 @@ class GraphIngress(_Ingress):
             cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir)
         )
         self._start(pipeline)
+        self.warm_up_ms = None
+        self._warming: asyncio.Task | None = None
+
+    # how long one health check waits for the hops' warm-up before answering 503
+    warm_wait_s = 1.5
+    # how long a warm-up hop may take (a handle's first call finds the replicas)
+    warm_hop_s = 30.0
+
+    async def warmed(self) -> dict[str, float] | None:
+        """Each hop once, on a synthetic attempt, before the first health check passes.
+
+        A handle's first call looks up its deployment's replicas, and a stage replica's
+        first call loads what it loads: together more than a hop's share of the budget. A
+        cold graph paid that on its first payments, and two of them in a row opened the
+        feature hop's circuit, sending the next second of decisions to rung 3 (seen on a
+        clean-clone run). Nothing is written: a feature read, a policy evaluation, a score
+        and a combine.
+        """
+        if self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm_hops())
+        done, _ = await asyncio.wait({self._warming}, timeout=self.warm_wait_s)
+        return self.warm_up_ms if done else None
+
+    async def _warm_hops(self) -> None:
+        p = self.pipeline
+        rec = synthetic_attempt(p.region.name)
+        took: dict[str, float] = {}
+
+        async def hop(name: str, stage: _Remote, method: str, *args: Any) -> Any:
+            t0 = time.monotonic()
+            try:
+                return await asyncio.wait_for(stage._request(method, args, {}), self.warm_hop_s)
+            except Exception:  # noqa: BLE001 - best effort: the hop's own fallback remains
+                logger.warning("warming the %s hop failed", name, exc_info=True)
+                return None
+            finally:
+                took[name] = round((time.monotonic() - t0) * 1000, 2)
+
+        fetched = await hop("features", p.features, "lookup", [rec], [rec["transaction_id"]])
+        row = warm_row(rec, fetched)
+        evaluated = await hop("policy", p.policy, "evaluate", [row])
+        # the champion on features as read; the fallback model on request-time ones only
+        fallback = not (fetched and fetched.vectors)
+        scored = await hop("score", p.scorer, "score", [row], fallback)
+        if scored is not None:
+            p.scorer.champion = scored[1].split("/")[0]
+        if evaluated is not None:
+            await hop("combine", p.combiner, "combine", [row], evaluated[0], None)
+        self.warm_up_ms = took
 
 
 # ---------------------------------------------------------------------------------------

@@ -111,6 +111,19 @@ def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
     return row
 
 
+def warm_row(rec: dict[str, Any], fetched: Any) -> dict[str, Any]:
+    """The row a warm-up scores: `rec`'s features as read (`fetched`, a FeatureBatch, may
+    be None or a fallback), or its request-time features alone when there are none."""
+    if fetched is None or not fetched.vectors:
+        return synthetic_row(rec)
+    row = dict(fetched.vectors[0].values)
+    for f in LIST_FIELDS:
+        row.setdefault(f, rec.get(f))
+    row.setdefault("amount_usd", rec["amount_usd"])
+    row.setdefault("region", rec.get("region"))
+    return row
+
+
 def _resume(
     steps: Generator[Any, Any, list[dict[str, Any]]],
     pending: list[dict[str, Any]] | None,
@@ -214,11 +227,7 @@ class DecisionPipeline:
             return took  # the graph's stages warm themselves in their own replicas
         fetched = step("features", lambda: self.features.lookup([rec], [rec["transaction_id"]]))
         fallback_row = synthetic_row(rec)
-        row = dict(fetched.vectors[0].values) if fetched and fetched.vectors else fallback_row
-        for f in LIST_FIELDS:
-            row.setdefault(f, rec.get(f))
-        row.setdefault("amount_usd", rec["amount_usd"])
-        row.setdefault("region", rec.get("region"))
+        row = warm_row(rec, fetched)
         step("policy", lambda: self.policy.evaluate([row]))
         step("score", lambda: self.scorer.score([row], False))
         step("score_fallback", lambda: self.scorer.score([fallback_row], True))

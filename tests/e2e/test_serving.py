@@ -152,9 +152,15 @@ def test_auth_and_validation(serving) -> None:
 def test_graph_topology_decides_like_the_fused_one(serving) -> None:
     """Every answer is a decision; once the handles are warm, the hops fit the budget.
 
-    A hop that misses its share of the deadline degrades that decision to rules only
-    (rung 4) instead of failing it, which is what a cold or overloaded graph shows.
+    The ingress warmed every hop before its health check first passed (the fixture waited
+    for it). A hop that misses its share of the deadline degrades that decision to rules
+    only (rung 4) instead of failing it, which is what an overloaded graph shows.
     """
+    req = urllib.request.Request(f"{serving['graph']}/healthz", headers={"X-API-Key": dev_key()})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        health = json.loads(resp.read())
+    assert health["topology"] == "graph" and health["model_version"] == "v1", health
+    assert set(health["warm_up_ms"]) == {"features", "policy", "score", "combine"}, health
     outs = []
     for rec in serving["window"].iloc[10:40].to_dict("records"):
         body = as_body(rec) | {"transaction_id": f"g-{rec['transaction_id']}-{time.time()}"}
