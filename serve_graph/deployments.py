@@ -367,7 +367,7 @@ class _Remote:
 
 
 def _failure(stage: str, exc: BaseException) -> str:
-    return f"{stage}: {exc or type(exc).__name__}"  # a timeout's message is empty
+    return f"{stage}: {str(exc) or type(exc).__name__}"  # a timeout's message is empty
 
 
 class RemoteFeatureLookup(_Remote):

@@ -111,6 +111,12 @@ def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
     return row
 
 
+def _and(reason: str, earlier: str | None) -> str:
+    """A worse rung's reason, keeping the one that degraded the decision before it (the
+    store down, and then no time left to score: both are evidence)."""
+    return f"{reason}; {earlier}" if earlier else reason
+
+
 def warm_row(rec: dict[str, Any], fetched: Any) -> dict[str, Any]:
     """The row a warm-up scores: `rec`'s features as read (`fetched`, a FeatureBatch, may
     be None or a fallback), or its request-time features alone when there are none."""
@@ -409,13 +415,13 @@ class DecisionPipeline:
         if shed:
             rung = 4  # no model either: a shed batch must cost as little as possible
         elif left_ms < self.region.scoring_budget_ms:
-            rung, reason = 4, f"overload: {left_ms:.0f} ms left before scoring"
+            rung, reason = 4, _and(f"overload: {left_ms:.0f} ms left before scoring", reason)
         else:
             try:
                 with trace.stage("score", rows, self._remote(self.scorer)):
                     p, version = yield from _hop(self.scorer.score(values, fallback))
             except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
-                rung, reason = 4, f"scorer: {exc}"
+                rung, reason = 4, _and(f"scorer: {str(exc) or type(exc).__name__}", reason)
         with trace.stage("combine", rows, self._remote(self.combiner)):
             actions = yield from _hop(self.combiner.combine(values, policy, p))
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []

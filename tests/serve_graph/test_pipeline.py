@@ -238,3 +238,27 @@ def test_a_hung_scorer_hop_costs_what_the_batch_has_left_then_is_skipped(
     assert budget - hung.reserve_s - 0.005 <= first < 2 * budget
     assert budget - hung.reserve_s - 0.005 <= second < 2 * budget
     assert "skipped after repeated failures" in third["degraded"]["reason"]
+
+
+def test_a_decision_degraded_twice_logs_both_reasons(trained, registry_root, tmp_path) -> None:
+    """The store is down (rung 3) and then the Scorer hop times out (rung 4): the reason
+    names both, so the log shows why the decision had neither features nor a score."""
+    import asyncio
+
+    from serve_graph.decision_log import find
+    from serve_graph.deployments import RemoteScorer
+
+    class Hung(RemoteScorer):
+        async def _request(self, method: str, args: tuple, kwargs: dict) -> None:
+            await asyncio.Event().wait()
+
+    dead_store = f"unix://{tmp_path}/no-such.sock"
+    p = _pipeline(registry_root, dead_store, tmp_path / "log", stages={"scorer": Hung(None, 10.0)})
+    try:
+        d = asyncio.run(p.decide_async([_record()], [time.monotonic()]))[0]
+    finally:
+        p.close()
+    reason = d["degraded"]["reason"]
+    assert d["degraded"]["rung"] == 4 and reason.startswith("scorer: TimeoutError; "), reason
+    assert "online store" in reason, reason
+    assert find(p.log_root, d["decision_id"])["degraded"]["reason"] == reason
