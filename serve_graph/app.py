@@ -198,7 +198,7 @@ class MicroBatcher:
             else:  # no traffic: no timer either
                 self._probing = False
 
-        loop.call_at(loop.time() + (due - time.monotonic()), probe)
+        loop.call_later(max(0.0, due - time.monotonic()), probe)
 
     def current_lag(self) -> float:
         """The smoothed event-loop lag, or 0 when the last probe is too old to say."""

@@ -31,6 +31,7 @@ from serve_graph.config import load_region, publish_outbox
 from serve_graph.pipeline import (
     BATCH_DEADLINE,
     DecisionPipeline,
+    failure,
     region_store_url,
     synthetic_attempt,
     synthetic_row,
@@ -366,10 +367,6 @@ class _Remote:
             raise
 
 
-def _failure(stage: str, exc: BaseException) -> str:
-    return f"{stage}: {str(exc) or type(exc).__name__}"  # a timeout's message is empty
-
-
 class RemoteFeatureLookup(_Remote):
     def available(self) -> bool:
         return True
@@ -378,7 +375,7 @@ class RemoteFeatureLookup(_Remote):
         try:
             return await self.acall("lookup", list(records), list(ids))
         except Exception as exc:  # noqa: BLE001 - the feature hop failing degrades to rung 3
-            error = _failure("features", exc)
+            error = failure("features", exc)
             return FeatureBatch(None, FeatureLookup.request_only(records), error)
 
     def update(self, records: Any, decisions: Any) -> None:

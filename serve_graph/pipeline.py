@@ -111,6 +111,11 @@ def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
     return row
 
 
+def failure(stage: str, exc: BaseException) -> str:
+    """A degraded reason naming what failed: a timeout's message is empty, its type is not."""
+    return f"{stage}: {str(exc) or type(exc).__name__}"
+
+
 def _and(reason: str, earlier: str | None) -> str:
     """A worse rung's reason, keeping the one that degraded the decision before it (the
     store down, and then no time left to score: both are evidence)."""
@@ -421,7 +426,7 @@ class DecisionPipeline:
                 with trace.stage("score", rows, self._remote(self.scorer)):
                     p, version = yield from _hop(self.scorer.score(values, fallback))
             except Exception as exc:  # noqa: BLE001 - the scorer failing must not fail us
-                rung, reason = 4, _and(f"scorer: {str(exc) or type(exc).__name__}", reason)
+                rung, reason = 4, _and(failure("scorer", exc), reason)
         with trace.stage("combine", rows, self._remote(self.combiner)):
             actions = yield from _hop(self.combiner.combine(values, policy, p))
         explain = [i for i, a in enumerate(actions) if a != "approve"] if p is not None else []

@@ -196,6 +196,19 @@ def test_decide_on_the_event_loop_answers_and_logs_as_in_a_thread(pipeline) -> N
     assert again[0]["idempotent_replay"] and again[0]["decision_id"] == looped[0]["decision_id"]
 
 
+def _hung_scorer():
+    """The graph's Scorer stand-in, its replica having taken the call and never answering."""
+    import asyncio
+
+    from serve_graph.deployments import RemoteScorer
+
+    class Hung(RemoteScorer):
+        async def _request(self, method: str, args: tuple, kwargs: dict) -> None:
+            await asyncio.Event().wait()
+
+    return Hung(handle=None, timeout_s=10.0)
+
+
 def test_a_hung_scorer_hop_costs_what_the_batch_has_left_then_is_skipped(
     trained, registry_root, redis_url, tmp_path
 ) -> None:
@@ -207,13 +220,8 @@ def test_a_hung_scorer_hop_costs_what_the_batch_has_left_then_is_skipped(
     import asyncio
 
     from serve_graph.decision_log import find
-    from serve_graph.deployments import RemoteScorer
 
-    class Hung(RemoteScorer):
-        async def _request(self, method: str, args: tuple, kwargs: dict) -> None:
-            await asyncio.Event().wait()
-
-    hung = Hung(handle=None, timeout_s=10.0)
+    hung = _hung_scorer()
     p = _pipeline(registry_root, redis_url, tmp_path / "log", stages={"scorer": hung})
 
     async def three_batches() -> list[tuple[dict, float]]:
@@ -246,14 +254,9 @@ def test_a_decision_degraded_twice_logs_both_reasons(trained, registry_root, tmp
     import asyncio
 
     from serve_graph.decision_log import find
-    from serve_graph.deployments import RemoteScorer
-
-    class Hung(RemoteScorer):
-        async def _request(self, method: str, args: tuple, kwargs: dict) -> None:
-            await asyncio.Event().wait()
 
     dead_store = f"unix://{tmp_path}/no-such.sock"
-    p = _pipeline(registry_root, dead_store, tmp_path / "log", stages={"scorer": Hung(None, 10.0)})
+    p = _pipeline(registry_root, dead_store, tmp_path / "log", stages={"scorer": _hung_scorer()})
     try:
         d = asyncio.run(p.decide_async([_record()], [time.monotonic()]))[0]
     finally:
