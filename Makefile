@@ -36,8 +36,9 @@ bench: $(STAMP)
 	$(PY) -m bench.feature_views
 	$(PY) -m bench.replication
 	$(PY) -m bench.offline_engine
+	$(PY) -m bench.rung_cost
 
-# open-loop load: single-process baseline vs fused vs graph, one run (~10 min)
+# open-loop load: single-process baseline vs fused vs graph, one run (6-13 min)
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving
 
