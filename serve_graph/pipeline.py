@@ -103,7 +103,12 @@ def synthetic_attempt(region: str) -> dict[str, Any]:
 def synthetic_row(rec: dict[str, Any] | None = None) -> dict[str, Any]:
     """Request-time features of a synthetic attempt, shaped like a served feature row."""
     rec = rec or synthetic_attempt("us-east")
-    row = FeatureLookup.request_only([rec])[0]
+    return _with_request_fields(FeatureLookup.request_only([rec])[0], rec)
+
+
+def _with_request_fields(row: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    """`row` (a feature vector) with the attempt's own fields the policy reads beside the
+    features: the entity ids its lists match, the amount and the region."""
     for f in LIST_FIELDS:
         row.setdefault(f, rec.get(f))
     row.setdefault("amount_usd", rec["amount_usd"])
@@ -127,12 +132,7 @@ def warm_row(rec: dict[str, Any], fetched: Any) -> dict[str, Any]:
     be None or a fallback), or its request-time features alone when there are none."""
     if fetched is None or not fetched.vectors:
         return synthetic_row(rec)
-    row = dict(fetched.vectors[0].values)
-    for f in LIST_FIELDS:
-        row.setdefault(f, rec.get(f))
-    row.setdefault("amount_usd", rec["amount_usd"])
-    row.setdefault("region", rec.get("region"))
-    return row
+    return _with_request_fields(dict(fetched.vectors[0].values), rec)
 
 
 def _resume(
@@ -408,10 +408,7 @@ class DecisionPipeline:
             ages, stale, missing = [{}] * len(records), [[]] * len(records), [[]] * len(records)
             fallback, rung, reason = True, 3, fetched.error
         for v, rec in zip(values, records, strict=True):
-            for f in LIST_FIELDS:
-                v.setdefault(f, rec.get(f))
-            v.setdefault("amount_usd", rec["amount_usd"])
-            v.setdefault("region", rec.get("region"))
+            _with_request_fields(v, rec)
         with trace.stage("policy", rows, self._remote(self.policy)):
             policy = yield from _hop(self.policy.evaluate(values))
         left_ms = (deadline - time.monotonic()) * 1000
