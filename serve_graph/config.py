@@ -34,6 +34,7 @@ class RegionConfig(pydantic.BaseModel):
     max_batch: pydantic.PositiveInt = 32
     batch_wait_ms: pydantic.NonNegativeFloat = 2
     admit_wait_ms: pydantic.PositiveFloat | None = 20
+    admit_interval_ms: pydantic.NonNegativeFloat = 50
     jurisdiction: str = "US"
     residency_required: bool = False
     replicate_to: list[str] | None = None

@@ -111,6 +111,7 @@ class _Ingress:
             region.batch_wait_ms,
             in_flight=self.in_flight,
             admit_wait_ms=region.admit_wait_ms,
+            admit_interval_ms=region.admit_interval_ms,
         )
         _REPLICA = self
 

@@ -59,6 +59,7 @@ def create_app(
         config.max_batch,
         config.batch_wait_ms,
         admit_wait_ms=config.admit_wait_ms,
+        admit_interval_ms=config.admit_interval_ms,
     )
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:

@@ -160,6 +160,65 @@ def test_admission_sends_the_excess_to_the_shed_lane_at_once() -> None:
     assert b.turned_away == 2
 
 
+def _arrivals(b: MicroBatcher, at: dict[str, float]) -> dict[str, dict]:
+    """Submit each id at its offset (seconds) and collect the answers by id."""
+
+    async def scenario() -> list:
+        async def one(i: str, delay: float) -> dict:
+            await asyncio.sleep(delay)
+            return await b.submit({"id": i}, time.monotonic(), None)
+
+        return await asyncio.gather(*(one(i, d) for i, d in at.items()))
+
+    return {o["id"]: o for o in asyncio.run(scenario())}
+
+
+@pytest.mark.parametrize("interval_ms", [0, 60])
+def test_one_stall_turns_nothing_away_when_admission_waits_for_a_standing_queue(
+    interval_ms: float,
+) -> None:
+    """The first batch stalls 150 ms, then the full path is fast again: the backlog it left
+    is gone with the next batch. Only without an interval does admission shed on it."""
+    rec = Recorder()
+    stalled = []
+
+    def run(records, arrived, traces, shed=None):
+        if shed is None and not stalled:
+            stalled.append(True)
+            time.sleep(0.15)
+        return rec.run(records, arrived, traces, shed)
+
+    b = MicroBatcher(
+        run, rec.after, 4, 1, in_flight=1, admit_wait_ms=20, admit_interval_ms=interval_ms
+    )
+    # "b" waits behind the stall; "c" and "d" arrive when it has waited 80 and 110 ms,
+    # within 60 ms of the wait first exceeding the limit; "e" once all is clear
+    out = _arrivals(b, {"a": 0, "b": 0.01, "c": 0.09, "d": 0.12, "e": 0.3})
+    shed = sorted(i for batch in rec.shed_batches for i in batch)
+    assert shed == ([] if interval_ms else ["c", "d"]), shed
+    assert "shed" not in out["a"] and "shed" not in out["e"]
+
+
+def test_a_standing_queue_is_shed_after_the_interval_and_at_once_when_it_returns() -> None:
+    rec = Recorder(run_s=0.2)
+    b = MicroBatcher(rec.run, rec.after, 4, 1, in_flight=1, admit_wait_ms=20, admit_interval_ms=60)
+    out = _arrivals(
+        b,
+        {
+            # "b" waits behind "a"'s 200 ms batch: over the limit from 30 ms on, seen by
+            # "c" at 50 ms; by "d" at 140 ms it has stood 90 ms over it
+            **{"a": 0, "b": 0.01, "c": 0.05, "d": 0.14, "e": 0.16},
+            # all clear by 0.4 s; "f" starts a batch, "g" waits behind it, and "h" sees
+            # that queue over the limit within a second of the last turning away
+            **{"f": 0.6, "g": 0.61, "h": 0.66},
+        },
+    )
+    shed = sorted(i for batch in rec.shed_batches for i in batch)
+    assert shed == ["d", "e", "h"], shed
+    assert out["d"]["shed"].startswith("overload: admission")
+    assert b.turned_away == 3
+
+
 def test_admission_turns_arrivals_away_while_the_event_loop_itself_lags() -> None:
     """A full path that holds the event loop (decide_async's stages run on it) leaves
     free slots and a short queue, while arrivals wait to be read at all: admission

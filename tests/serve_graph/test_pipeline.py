@@ -10,7 +10,7 @@ import pytest
 
 from feature_views.contract import PaymentAttempt
 from serve_graph.config import load_region
-from serve_graph.pipeline import DecisionPipeline, region_store_url
+from serve_graph.pipeline import DecisionPipeline, ScoringReserve, region_store_url
 from serve_graph.stages import PolicyEngine
 from trainers.registry import Registry
 
@@ -67,6 +67,37 @@ def test_overload_sheds_to_rules_only_instead_of_timing_out(pipeline) -> None:
     assert "features" not in logged["timings_ms"]  # shed before the store round trip too
     small = pipeline.decide([_record(20.0)], [late])[0]
     assert small["action"] == "approve"
+
+
+def test_the_scoring_reserve_is_learned_from_recent_batches(pipeline) -> None:
+    """A fused replica scores, explains and logs a batch in milliseconds: once it has seen
+    that, a batch with 30 ms left is scored, where the configured 40 ms would shed it. A
+    batch with less than the learned reserve left still goes to rules only."""
+    for _ in range(ScoringReserve.min_samples):
+        assert pipeline.decide([_record()], [time.monotonic()])[0]["degraded"] is None
+    reserve = pipeline.reserve.ms(pipeline.region.scoring_budget_ms)
+    assert ScoringReserve.floor_ms <= reserve < 30, reserve
+    out = pipeline.decide([_record(250.0)], [time.monotonic() - 0.070])[0]
+    assert out["degraded"] is None and out["fraud_probability"] is not None
+    late = pipeline.decide([_record(250.0)], [time.monotonic() - 0.098])[0]
+    assert late["degraded"]["rung"] == 4, late["degraded"]
+    assert f"scoring needs {reserve:.0f}" in late["degraded"]["reason"]
+
+
+def test_scoring_reserve_quantile_margin_floor_and_ceiling() -> None:
+    r = ScoringReserve()
+    for _ in range(ScoringReserve.min_samples - 1):
+        r.observe(2.0)
+    assert r.ms(40) == 40  # too few batches seen: the configured budget
+    r.observe(2.0)
+    assert r.ms(40) == ScoringReserve.floor_ms  # 1.5 x 2 ms is under the floor
+    for _ in range(100):
+        r.observe(10.0)
+    r.observe(500.0)  # one stall in the window is not what scoring needs
+    assert r.ms(40) == 15.0
+    for _ in range(ScoringReserve.window):
+        r.observe(60.0)
+    assert r.ms(40) == 40  # never above the region's budget
 
 
 def test_a_batch_turned_away_by_admission_is_decided_on_rules_alone(pipeline) -> None:
