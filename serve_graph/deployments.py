@@ -193,6 +193,13 @@ class ShadowScorerDeployment:
 # ---------------------------------------------------------------------------------------
 # the separate-deployment graph
 # ---------------------------------------------------------------------------------------
+#
+# A stage's hot-path methods are coroutines: Serve runs them on the replica's event loop.
+# As plain methods Serve ran each call in a thread pool, a GIL hand-off there and one back
+# per hop, each up to the interpreter's 5 ms switch interval while the loop was busy
+# (the ingress lost the same to its worker thread, see `_Remote`). Their work is short and
+# the replica does nothing else meanwhile; the online writes after the response, which
+# may take longer, stay plain methods in the pool.
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -209,7 +216,7 @@ class FeatureLookupDeployment:
         )
         self.tracing = _tracing("FeatureLookupDeployment")
 
-    def lookup(
+    async def lookup(
         self, records: list[dict], ids: list[str], trace: list[str] | None = None
     ) -> FeatureBatch:
         with self.tracing.serve("features", trace):
@@ -225,7 +232,7 @@ class PolicyDeployment:
         self.stage = PolicyEngine(Path(policy) if policy else CHAMPION_POLICY)
         self.tracing = _tracing("PolicyDeployment")
 
-    def evaluate(
+    async def evaluate(
         self, values: list[dict], trace: list[str] | None = None
     ) -> tuple[list[PolicyResult], str]:
         with self.tracing.serve("policy", trace):
@@ -244,13 +251,13 @@ class ScorerDeployment:
         _warm(lambda: self.stage.score([row], True))
         _warm(lambda: self.stage.explain([row], False, 5))
 
-    def score(
+    async def score(
         self, values: list[dict], fallback: bool, trace: list[str] | None = None
     ) -> tuple[np.ndarray, str]:
         with self.tracing.serve("score", trace):
             return self.stage.score(values, fallback)
 
-    def explain(
+    async def explain(
         self, values: list[dict], fallback: bool, top: int, trace: list[str] | None = None
     ) -> list:
         with self.tracing.serve("explain", trace):
@@ -265,7 +272,7 @@ class CombinerDeployment:
         self.stage = DecisionCombiner(DEFAULT_COSTS, load_region(region).rules_only_step_up_usd)
         self.tracing = _tracing("CombinerDeployment")
 
-    def combine(
+    async def combine(
         self,
         values: list[dict],
         policy: list[PolicyResult],
