@@ -28,7 +28,7 @@ import inspect
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,8 +179,6 @@ class ScoringReserve:
     floor_ms = 5.0
 
     def __init__(self) -> None:
-        from collections import deque
-
         self._took: deque[float] = deque(maxlen=self.window)
 
     def observe(self, took_ms: float) -> None:
