@@ -180,17 +180,19 @@ class ScoringReserve:
 
     def __init__(self) -> None:
         self._took: deque[float] = deque(maxlen=self.window)
+        self._needs_ms: float | None = None  # None until `min_samples` batches were seen
 
     def observe(self, took_ms: float) -> None:
+        """Once per scored batch; the quantile is taken here, not on every read of it."""
         self._took.append(took_ms)
+        if len(self._took) >= self.min_samples:
+            ordered = sorted(self._took)
+            high = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+            self._needs_ms = max(self.floor_ms, self.margin * high)
 
     def ms(self, ceiling_ms: float) -> float:
         """The reserve now, at most `ceiling_ms` (the region's scoring budget)."""
-        if len(self._took) < self.min_samples:
-            return ceiling_ms
-        ordered = sorted(self._took)
-        high = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
-        return min(ceiling_ms, max(self.floor_ms, self.margin * high))
+        return ceiling_ms if self._needs_ms is None else min(ceiling_ms, self._needs_ms)
 
 
 class DecisionPipeline:
