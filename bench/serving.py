@@ -10,8 +10,11 @@ same model, policy, Redis and stage code three ways:
   floor a team would build without Ray Serve;
 * ``fused`` — the production hot path: one Serve deployment per region running every stage
   in-process, direct ingress behind Serve's HAProxy on :8000;
-* ``graph`` — every stage its own deployment, hops through ``DeploymentHandle``s carrying
-  micro-batches.
+* ``graph`` — the shipped graph (``configs/serve/graph.yaml``): the stages its ``hops``
+  name are deployments of their own, reached through ``DeploymentHandle``s carrying
+  micro-batches; the others run in its ingress;
+* ``graph-all`` — every stage its own deployment (feature lookup, policy, scorer,
+  combiner), the chain as first designed.
 
 For each, the offered rate rises until a step is not sustainable (an error, p99 over the
 120 ms budget, achieved < 95% of offered, or more than 1% of answers degraded); then the
@@ -48,6 +51,7 @@ BASELINE_PORT = 8100
 SNAPSHOT_DB = 15  # the materialised store, restored before each measurement
 NOOP_PORT = 8101
 SERVE_BASE = "http://127.0.0.1:8000"
+TOPOLOGIES = ("baseline", "fused", "graph", "graph-all")
 
 
 STARTED = time.monotonic()
@@ -193,8 +197,13 @@ def _uvicorn(factory: str, port: int, extra_env: dict[str, str]) -> subprocess.P
     )
 
 
-def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> None:
+def deploy(
+    env_paths: dict[str, Any], log_dir: Path, fused_replicas: int, graph_hops: list[str]
+) -> None:
+    """The fused app at /fused, the graph with `graph_hops` at /graph and the graph with
+    every stage a deployment at /graph-all; all idle but the one measured."""
     from checkout_risk import cluster
+    from serve_graph.deployments import GRAPH_HOPS, hop_deployments
 
     cluster.up()
     common = {
@@ -203,13 +212,6 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
         "redis_url": env_paths["redis_url"],
         "region": "us-east",
     }
-    graph_names = (
-        "GraphIngress",
-        "FeatureLookupDeployment",
-        "PolicyDeployment",
-        "ScorerDeployment",
-        "CombinerDeployment",
-    )
     config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": 8000},
@@ -230,22 +232,28 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
                     {"name": "ShadowScorerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
                 ],
             },
-            {
-                "name": "bench-graph",
-                "route_prefix": "/graph",
-                "import_path": "serve_graph.deployments:graph_app",
-                "args": common,
-                "logging_config": {"enable_access_log": False},
-                "deployments": [
-                    {
-                        "name": n,
-                        "num_replicas": 1,
-                        "max_ongoing_requests": 256,
-                        "ray_actor_options": {"num_cpus": 0.1},
-                    }
-                    for n in graph_names
-                ],
-            },
+            *(
+                {
+                    "name": name,
+                    "route_prefix": prefix,
+                    "import_path": "serve_graph.deployments:graph_app",
+                    "args": common | {"hops": list(hops)},
+                    "logging_config": {"enable_access_log": False},
+                    "deployments": [
+                        {
+                            "name": n,
+                            "num_replicas": 1,
+                            "max_ongoing_requests": 256,
+                            "ray_actor_options": {"num_cpus": 0.1},
+                        }
+                        for n in hop_deployments(hops)
+                    ],
+                }
+                for name, prefix, hops in (
+                    ("bench-graph", "/graph", graph_hops),
+                    ("bench-graph-all", "/graph-all", GRAPH_HOPS),
+                )
+            ),
         ],
     }
     path = WORK / "serve.yaml"
@@ -257,6 +265,14 @@ def deploy(env_paths: dict[str, Any], log_dir: Path, fused_replicas: int) -> Non
         check=True,
         capture_output=True,
     )
+
+
+def shipped_graph_hops() -> list[str] | None:
+    """The hops of the graph application in ``configs/serve/graph.yaml``: the graph
+    measured is the graph shipped."""
+    config = yaml.safe_load((ROOT / "configs" / "serve" / "graph.yaml").read_text())
+    (app,) = config["applications"]
+    return app["args"].get("hops")
 
 
 def wait_healthy(url: str, key: str, timeout_s: float = 300) -> None:
@@ -302,12 +318,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factor", type=float, default=1.4, help="rate growth per step")
     parser.add_argument("--fused-replicas", type=int, default=1)
     parser.add_argument(
-        "--only", choices=["baseline", "fused", "graph"], action="append", help="repeatable"
+        "--graph-hops",
+        help="the stages the graph runs as deployments of their own, comma-separated "
+        "(default: the hops of configs/serve/graph.yaml)",
     )
+    parser.add_argument("--only", choices=TOPOLOGIES, action="append", help="repeatable")
     parser.add_argument("--name", default="serving", help="results file name")
     args = parser.parse_args(argv)
     if args.days < 30 or args.tx_per_day < 100 or args.step_seconds <= 0 or args.factor <= 1:
         parser.error("need --days >= 30, --tx-per-day >= 100, --step-seconds > 0, --factor > 1")
+    from serve_graph.deployments import graph_hops
+
+    try:
+        hops = list(graph_hops(args.graph_hops or shipped_graph_hops()))
+    except ValueError as exc:
+        parser.error(f"--graph-hops: {exc}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from serve_graph.config import dev_key
 
@@ -317,18 +342,20 @@ def main(argv: list[str] | None = None) -> None:
     attempts = sample_attempts(str(paths["data"]), 5_000)
     run_id = int(time.time())
     log_root = WORK / f"decision-log-{run_id}"
-    wanted = args.only or ["baseline", "fused", "graph"]
+    wanted = args.only or list(TOPOLOGIES)
     urls = {
         "baseline": f"http://127.0.0.1:{BASELINE_PORT}",
         "fused": f"{SERVE_BASE}/fused",
         "graph": f"{SERVE_BASE}/graph",
+        "graph-all": f"{SERVE_BASE}/graph-all",
     }
     baseline = None
     try:
-        if {"fused", "graph"} & set(wanted):
+        served = set(TOPOLOGIES[1:]) & set(wanted)
+        if served:
             log("deploying the fused and graph applications on the local Ray cluster ...")
-            deploy(paths, log_root / "serve", args.fused_replicas)
-            for name in {"fused", "graph"} & set(wanted):
+            deploy(paths, log_root / "serve", args.fused_replicas, hops)
+            for name in served:
                 wait_healthy(urls[name], key)
         results: dict[str, Any] = {"topologies": {}}
         for name in wanted:
@@ -369,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
             results["noop_at_70pct"] = hold_noop(key, body, 0.7 * fmax, args.hold_seconds)
         t = results["topologies"]
         summary: dict[str, Any] = {
-            f"{n}_max_rps": t[n]["max_rps"] for n in ("baseline", "fused", "graph") if n in t
+            f"{n.replace('-', '_')}_max_rps": t[n]["max_rps"] for n in TOPOLOGIES if n in t
         }
         if "overload" in results:
             summary["fused_p99_ms_at_70pct"] = results["fused_at_70pct"]["p99_ms"]
@@ -383,11 +410,14 @@ def main(argv: list[str] | None = None) -> None:
             summary["fused_over_baseline"] = round(
                 t["fused"]["max_rps"] / t["baseline"]["max_rps"], 3
             )
-        if "graph" in t and "fused" in t and t["fused"]["max_rps"]:
-            summary["graph_over_fused"] = round(t["graph"]["max_rps"] / t["fused"]["max_rps"], 3)
+        for graph in ("graph", "graph-all"):
+            if graph in t and "fused" in t and t["fused"]["max_rps"]:
+                ratio = round(t[graph]["max_rps"] / t["fused"]["max_rps"], 3)
+                summary[f"{graph.replace('-', '_')}_over_fused"] = ratio
         results = summary | {
             "setup": {
                 "fused_replicas": args.fused_replicas,
+                "graph_hops": hops,
                 "data": f"{args.days} days x {args.tx_per_day}/day",
                 "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded (unix socket)",
                 "step_seconds": args.step_seconds,

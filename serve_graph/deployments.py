@@ -493,23 +493,26 @@ class GraphIngress(_Ingress):
 
     def __init__(
         self,
-        features: Any,
-        policy: Any,
-        scorer: Any,
-        combiner: Any,
+        features: Any | None,
+        policy: Any | None,
+        scorer: Any | None,
+        combiner: Any | None,
         region: str,
         registry: str | None = None,
         log_dir: str | None = None,
         redis_url: str | None = None,
     ) -> None:
+        """A stage whose handle is None runs in this replica, as in the fused one."""
         cfg = load_region(region)
         hop_s = cfg.budget_ms / 1000
-        stages = {
-            "features": RemoteFeatureLookup(features, cfg.feature_timeout_ms / 1000 + 0.05),
-            "policy": RemotePolicyEngine(policy, hop_s),
-            "scorer": RemoteScorer(scorer, hop_s),
-            "combiner": RemoteCombiner(combiner, hop_s, cfg.rules_only_step_up_usd),
+        remote = {
+            "features": lambda h: RemoteFeatureLookup(h, cfg.feature_timeout_ms / 1000 + 0.05),
+            "policy": lambda h: RemotePolicyEngine(h, hop_s),
+            "scorer": lambda h: RemoteScorer(h, hop_s),
+            "combiner": lambda h: RemoteCombiner(h, hop_s, cfg.rules_only_step_up_usd),
         }
+        handles = {"features": features, "policy": policy, "scorer": scorer, "combiner": combiner}
+        stages = {name: remote[name](h) for name, h in handles.items() if h is not None}
         pipeline = DecisionPipeline(
             cfg, redis_url=redis_url, stages=stages, **_paths(registry, log_dir)
         )
@@ -542,7 +545,9 @@ class GraphIngress(_Ingress):
         rec = synthetic_attempt(p.region.name)
         took: dict[str, float] = {}
 
-        async def hop(name: str, stage: _Remote, method: str, *args: Any) -> Any:
+        async def hop(name: str, stage: Any, method: str, *args: Any) -> Any:
+            if not isinstance(stage, _Remote):  # runs in this replica: no hop to warm
+                return None
             t0 = time.monotonic()
             try:
                 return await asyncio.wait_for(stage._request(method, args, {}), self.warm_hop_s)
@@ -553,6 +558,8 @@ class GraphIngress(_Ingress):
                 took[name] = round((time.monotonic() - t0) * 1000, 2)
 
         fetched = await hop("features", p.features, "lookup", [rec], [rec["transaction_id"]])
+        if not isinstance(p.features, _Remote):  # a local read: the row the hops will see
+            fetched = p.features.lookup([rec], [rec["transaction_id"]])
         row = warm_row(rec, fetched)
         evaluated = await hop("policy", p.policy, "evaluate", [row])
         # the champion on features as read; the fallback model on request-time ones only
@@ -560,6 +567,8 @@ class GraphIngress(_Ingress):
         scored = await hop("score", p.scorer, "score", [row], fallback)
         if scored is not None:
             p.scorer.champion = scored[1].split("/")[0]
+        if evaluated is None and not isinstance(p.policy, _Remote):
+            evaluated = (p.policy.evaluate([row]), p.policy.version)
         if evaluated is not None:
             await hop("combine", p.combiner, "combine", [row], evaluated[0], None)
         self.warm_up_ms = took
@@ -590,14 +599,50 @@ def fused_app(args: dict[str, Any]) -> Any:
     )
 
 
+GRAPH_HOPS = ("features", "policy", "scorer", "combiner")
+
+
+def graph_hops(hops: Any = None) -> tuple[str, ...]:
+    """The stages a graph runs as deployments of their own (`hops` in the app's args):
+    all four by default, in pipeline order; a clear error for anything else."""
+    if hops is None:
+        return GRAPH_HOPS
+    if isinstance(hops, str):
+        hops = [h.strip() for h in hops.split(",") if h.strip()]
+    if not isinstance(hops, (list, tuple)) or not hops:
+        raise ValueError(f"hops must be a non-empty list of {list(GRAPH_HOPS)}, not {hops!r}")
+    unknown = [h for h in hops if h not in GRAPH_HOPS]
+    if unknown:
+        raise ValueError(f"unknown hops {unknown}: each must be one of {list(GRAPH_HOPS)}")
+    return tuple(h for h in GRAPH_HOPS if h in hops)
+
+
+def hop_deployments(hops: Any = None) -> list[str]:
+    """The deployment names of a graph with these `hops`, the ingress first: what its
+    serve config lists."""
+    by_hop = {
+        "features": FeatureLookupDeployment,
+        "policy": PolicyDeployment,
+        "scorer": ScorerDeployment,
+        "combiner": CombinerDeployment,
+    }
+    return [GraphIngress.name] + [by_hop[h].name for h in graph_hops(hops)]
+
+
 def graph_app(args: dict[str, Any]) -> Any:
+    """`hops` (default all four): the stages that run as deployments of their own; the
+    others run in the ingress replica. A hop costs a handle call each way per batch (~5 ms
+    at p50 on two busy cores), which a stage of microseconds (the policy's rules, the
+    combiner's arithmetic) never earns back; the feature read and the model may, when they
+    scale apart from the ingress."""
     region = args.get("region", os.environ.get("CHECKOUT_RISK_REGION", "us-east"))
     registry, log_dir, redis_url = args.get("registry"), args.get("log_dir"), args.get("redis_url")
+    hops = graph_hops(args.get("hops"))
     return GraphIngress.bind(
-        FeatureLookupDeployment.bind(region, redis_url),
-        PolicyDeployment.bind(),
-        ScorerDeployment.bind(registry),
-        CombinerDeployment.bind(region),
+        FeatureLookupDeployment.bind(region, redis_url) if "features" in hops else None,
+        PolicyDeployment.bind() if "policy" in hops else None,
+        ScorerDeployment.bind(registry) if "scorer" in hops else None,
+        CombinerDeployment.bind(region) if "combiner" in hops else None,
         region,
         registry,
         log_dir,

@@ -47,14 +47,12 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    deploy(
-        [
-            app_spec("e2e-us", "us-east", "/e2e-us", common),
-            app_spec("e2e-eu", "eu-west", "/e2e-eu", common),
-            app_spec("e2e-graph", "us-east", "/e2e-graph", common, graph=True, env=tracing),
-        ],
-        work / "serve.yaml",
-    )
+    apps = [
+        app_spec("e2e-us", "us-east", "/e2e-us", common),
+        app_spec("e2e-eu", "eu-west", "/e2e-eu", common),
+        app_spec("e2e-graph", "us-east", "/e2e-graph", common, graph=True, env=tracing),
+    ]
+    deploy(apps, work / "serve.yaml")
     from serve_graph.deployments import wait_ready
 
     for route in ("/e2e-us", "/e2e-eu", "/e2e-graph"):
@@ -77,6 +75,10 @@ def serving(ray_cluster, trained, training_sim, registry_root, tmp_path_factory)
         "store": store,
         "registry": registry_root,
         "otlp": otlp,
+        "apps": apps,
+        "common": common,
+        "tracing": tracing,
+        "work": work,
     }
     otlp.close()
     shutdown()
@@ -174,6 +176,21 @@ def test_graph_topology_decides_like_the_fused_one(serving) -> None:
     assert all(o["model_version"] == "v1" for o in full)
 
 
+def _traced_post(url: str, body: dict, trace_id: str, parent_span: str) -> dict:
+    """A decision requested with a W3C ``traceparent``: the caller's trace and span."""
+    req = urllib.request.Request(
+        f"{url}/v1/decisions",
+        data=json.dumps(body, default=str).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "X-API-Key": dev_key(),
+            "traceparent": f"00-{trace_id}-{parent_span}-01",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
     serving,
 ) -> None:
@@ -184,17 +201,7 @@ def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
     body = as_body(rec) | {"transaction_id": f"tr-{rec['transaction_id']}-{time.time()}"}
     for _ in range(3):  # a cold graph may shed the first decision to rung 4 (no score hop)
         body["transaction_id"] += "x"
-        req = urllib.request.Request(
-            f"{serving['graph']}/v1/decisions",
-            data=json.dumps(body, default=str).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "X-API-Key": dev_key(),
-                "traceparent": f"00-{caller_trace}-{caller_span}-01",
-            },
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            out = json.loads(resp.read())
+        out = _traced_post(serving["graph"], body, caller_trace, caller_span)
         if out["degraded"] is None:
             break
     assert out["degraded"] is None and out["trace_id"] == caller_trace
@@ -222,6 +229,71 @@ def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
         servers = [s for s in spans if s.parent_id == client.span_id]
         assert len(servers) == 1 and servers[0].name == name and servers[0].kind == 2, name
         assert servers[0].instance != root.instance  # recorded by the stage's own replica
+
+
+def test_a_graph_with_fewer_hops_runs_the_other_stages_in_its_ingress(serving) -> None:
+    """`hops: [features, scorer]`: two deployments besides the ingress, which evaluates the
+    policy and combines in process. Its decisions are the full path's, its health names
+    the hops it warmed, and a trace has CLIENT spans (a server span under each) for the
+    two hops only."""
+    caller_trace = "6b" * 16
+    spec = app_spec(
+        "e2e-graph2",
+        "us-east",
+        "/e2e-graph2",
+        serving["common"],
+        graph=True,
+        env=serving["tracing"],
+        hops=["features", "scorer"],
+    )
+    assert [d["name"] for d in spec["deployments"]] == [
+        "GraphIngress",
+        "FeatureLookupDeployment",
+        "ScorerDeployment",
+    ]
+    url = BASE + "/e2e-graph2"
+    deploy([*serving["apps"], spec], serving["work"] / "serve-graph2.yaml")
+    try:
+        from serve_graph.deployments import wait_ready
+
+        wait_ready(url, dev_key(), 240)
+        req = urllib.request.Request(f"{url}/healthz", headers={"X-API-Key": dev_key()})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            health = json.loads(resp.read())
+        assert health["topology"] == "graph" and set(health["warm_up_ms"]) == {
+            "features",
+            "score",
+        }, health
+        outs = []
+        for rec in serving["window"].iloc[100:130].to_dict("records"):
+            body = as_body(rec) | {"transaction_id": f"g2-{rec['transaction_id']}-{time.time()}"}
+            status, out, _ = post(url, body, dev_key())
+            assert status == 200 and out["action"] in ("approve", "step_up", "block"), out
+            outs.append(out)
+        full = [o for o in outs[10:] if o["degraded"] is None]
+        assert len(full) >= 0.8 * len(outs[10:]), [o["degraded"] for o in outs]
+        assert all(o["model_version"] == "v1" and o["policy_version"] for o in full)
+        blocked = [o for o in outs if o["action"] != "approve" and o["degraded"] is None]
+        assert all(any(r["kind"] == "model" for r in o["reasons"]) for o in blocked)
+
+        rec = serving["window"].iloc[140].to_dict()
+        body = as_body(rec) | {"transaction_id": f"g2tr-{time.time()}"}
+        out = _traced_post(url, body, caller_trace, "d1" * 8)
+        assert out["degraded"] is None, out
+        hops = {"features", "score"}
+        spans = serving["otlp"].wait_for(
+            caller_trace, hops | {"policy", "combine", "log"}, timeout_s=60, server=hops
+        )
+        root = next(s for s in spans if s.name == "decision")
+        children = [s for s in spans if s.parent_id == root.span_id]
+        kinds = {s.name: s.kind for s in children}
+        assert kinds["features"] == kinds["score"] == 3, kinds  # CLIENT: a hop
+        assert kinds["policy"] != 3 and kinds["combine"] != 3, kinds  # in the ingress
+        for client in (s for s in children if s.name in hops):
+            servers = [s for s in spans if s.parent_id == client.span_id]
+            assert len(servers) == 1 and servers[0].instance != root.instance, client.name
+    finally:
+        deploy(serving["apps"], serving["work"] / "serve.yaml")
 
 
 def test_decision_metrics_reach_prometheus(serving) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from serve_graph.deployments import RemoteShadowScorer, fused_app
+from serve_graph.deployments import (
+    RemoteShadowScorer,
+    fused_app,
+    graph_app,
+    graph_hops,
+    hop_deployments,
+)
 
 
 class _Counting(RemoteShadowScorer):
@@ -43,3 +49,50 @@ def test_an_unreachable_shadow_deployment_counts_as_no_shadow(monkeypatch) -> No
 def test_fused_app_names_where_shap_runs() -> None:
     with pytest.raises(ValueError, match="explainer"):
         fused_app({"region": "us-east", "explainer": "elsewhere"})
+
+
+def _bound(app) -> list:
+    """The handles' deployment names bound into a graph's ingress, None for in-process."""
+    args = app._bound_deployment.init_args
+    return [None if a is None else a._bound_deployment.name for a in args[:4]]
+
+
+def test_the_graph_binds_a_deployment_per_named_hop_and_runs_the_rest_in_process() -> None:
+    every = _bound(graph_app({"region": "us-east"}))
+    assert every == [
+        "FeatureLookupDeployment",
+        "PolicyDeployment",
+        "ScorerDeployment",
+        "CombinerDeployment",
+    ]
+    two = _bound(graph_app({"region": "us-east", "hops": ["scorer", "features"]}))
+    assert two == ["FeatureLookupDeployment", None, "ScorerDeployment", None]
+    # what a serve config must list for it, the ingress first, in pipeline order
+    assert hop_deployments("scorer,features") == [
+        "GraphIngress",
+        "FeatureLookupDeployment",
+        "ScorerDeployment",
+    ]
+
+
+@pytest.mark.parametrize("hops", [[], "", ["scorer", "explainer"], "policy,nope", 3])
+def test_unknown_or_empty_hops_are_refused_by_name(hops) -> None:
+    with pytest.raises(ValueError, match="hops"):
+        graph_hops(hops)
+    with pytest.raises(ValueError, match="hops"):
+        graph_app({"region": "us-east", "hops": hops})
+
+
+def test_the_shipped_graph_config_lists_exactly_the_deployments_its_hops_bind() -> None:
+    """Serve refuses a config naming a deployment the app does not bind, and one left out
+    runs with the code's defaults: the file and its `hops` must agree."""
+    import yaml
+
+    from checkout_risk.cluster import ROOT
+
+    config = yaml.safe_load((ROOT / "configs" / "serve" / "graph.yaml").read_text())
+    for app in config["applications"]:
+        hops = app["args"].get("hops")
+        assert [d["name"] for d in app["deployments"]] == hop_deployments(hops)
+        bound = _bound(graph_app(app["args"]))
+        assert [b for b in bound if b] == hop_deployments(hops)[1:]

@@ -17,13 +17,6 @@ import yaml
 from checkout_risk import cluster
 
 BASE = "http://127.0.0.1:8000"
-STAGE_DEPLOYMENTS = (
-    "GraphIngress",
-    "FeatureLookupDeployment",
-    "PolicyDeployment",
-    "ScorerDeployment",
-    "CombinerDeployment",
-)
 
 
 def post(
@@ -88,12 +81,16 @@ def app_spec(
     graph: bool = False,
     fused_replicas: int = 1,
     env: dict[str, str] | None = None,
+    hops: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One application of a Serve config, with fractional CPUs that fit two cores."""
+    """One application of a Serve config, with fractional CPUs that fit two cores; a graph
+    runs `hops` as deployments of their own (default: every stage)."""
+    from serve_graph.deployments import hop_deployments
+
     spec: dict[str, Any] = {
         "name": name,
         "route_prefix": path,
-        "args": dict(common, region=region),
+        "args": dict(common, region=region) | ({"hops": hops} if hops else {}),
         "import_path": f"serve_graph.deployments:{'graph' if graph else 'fused'}_app",
     }
     if env:
@@ -101,7 +98,7 @@ def app_spec(
     if graph:
         spec["deployments"] = [
             {"name": n, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
-            for n in STAGE_DEPLOYMENTS
+            for n in hop_deployments(hops)
         ]
     else:
         spec["deployments"] = [
