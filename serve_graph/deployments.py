@@ -541,9 +541,20 @@ class GraphIngress(_Ingress):
         return self.warm_up_ms if done else None
 
     async def _warm_hops(self) -> None:
+        """Each hop once; whatever happens, warming up ends with what it measured. A
+        warm-up that raised would otherwise leave the health route answering 503 for good,
+        and checkout keeping traffic away from a replica whose hops have fallbacks."""
+        took: dict[str, float] = {}
+        try:
+            await self._warm_each_hop(took)
+        except Exception:  # noqa: BLE001 - each hop's own fallback remains
+            logger.exception("warming the graph's hops failed after %s", sorted(took))
+        finally:
+            self.warm_up_ms = took
+
+    async def _warm_each_hop(self, took: dict[str, float]) -> None:
         p = self.pipeline
         rec = synthetic_attempt(p.region.name)
-        took: dict[str, float] = {}
 
         async def hop(name: str, stage: Any, method: str, *args: Any) -> Any:
             if not isinstance(stage, _Remote):  # runs in this replica: no hop to warm
@@ -571,7 +582,6 @@ class GraphIngress(_Ingress):
             evaluated = (p.policy.evaluate([row]), p.policy.version)
         if evaluated is not None:
             await hop("combine", p.combiner, "combine", [row], evaluated[0], None)
-        self.warm_up_ms = took
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 
 from serve_graph.deployments import (
+    GraphIngress,
     RemoteShadowScorer,
+    _Remote,
     fused_app,
     graph_app,
     graph_hops,
@@ -96,3 +101,35 @@ def test_the_shipped_graph_config_lists_exactly_the_deployments_its_hops_bind() 
         assert [d["name"] for d in app["deployments"]] == hop_deployments(hops)
         bound = _bound(graph_app(app["args"]))
         assert [b for b in bound if b] == hop_deployments(hops)[1:]
+
+
+class _Answering(_Remote):
+    """A hop that answers every call with `answer`, without a deployment behind it."""
+
+    def __init__(self, answer) -> None:
+        super().__init__(handle=None, timeout_s=1.0)
+        self.answer, self.calls = answer, []
+
+    async def _request(self, method: str, args: tuple, kwargs: dict):
+        self.calls.append(method)
+        return self.answer
+
+
+def test_a_warm_up_that_raises_still_ends_with_what_it_measured() -> None:
+    """The health route answers 503 until warming up ends; one that raised must end too,
+    or the replica would be kept from traffic for good. Here the feature hop answers
+    something that is not a feature batch, so building the warm-up row raises."""
+    ingress = object.__new__(GraphIngress.func_or_class)
+    ingress.warm_up_ms, ingress._warming = None, None
+    features = _Answering(object())
+    later = _Answering(None)
+    ingress.pipeline = SimpleNamespace(
+        region=SimpleNamespace(name="us-east"),
+        features=features,
+        policy=later,
+        scorer=later,
+        combiner=later,
+    )
+    warm = asyncio.run(ingress.warmed())
+    assert warm is not None and set(warm) == {"features"}, warm
+    assert features.calls == ["lookup"] and later.calls == []
