@@ -198,12 +198,16 @@ def _uvicorn(factory: str, port: int, extra_env: dict[str, str]) -> subprocess.P
 
 
 def deploy(
-    env_paths: dict[str, Any], log_dir: Path, fused_replicas: int, graph_hops: list[str]
+    env_paths: dict[str, Any],
+    log_dir: Path,
+    fused_replicas: int,
+    graphs: dict[str, list[str] | tuple[str, ...]],
 ) -> None:
-    """The fused app at /fused, the graph with `graph_hops` at /graph and the graph with
-    every stage a deployment at /graph-all; all idle but the one measured."""
+    """The fused app at /fused and each graph of `graphs` (topology name: its hops) at
+    /{name}; all idle but the one measured. Only the graphs to be measured are deployed:
+    an idle one is still five replicas sharing the two cores."""
     from checkout_risk import cluster
-    from serve_graph.deployments import GRAPH_HOPS, hop_deployments
+    from serve_graph.deployments import hop_deployments
 
     cluster.up()
     common = {
@@ -234,8 +238,8 @@ def deploy(
             },
             *(
                 {
-                    "name": name,
-                    "route_prefix": prefix,
+                    "name": f"bench-{name}",
+                    "route_prefix": f"/{name}",
                     "import_path": "serve_graph.deployments:graph_app",
                     "args": common | {"hops": list(hops)},
                     "logging_config": {"enable_access_log": False},
@@ -249,10 +253,7 @@ def deploy(
                         for n in hop_deployments(hops)
                     ],
                 }
-                for name, prefix, hops in (
-                    ("bench-graph", "/graph", graph_hops),
-                    ("bench-graph-all", "/graph-all", GRAPH_HOPS),
-                )
+                for name, hops in graphs.items()
             ),
         ],
     }
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.days < 30 or args.tx_per_day < 100 or args.step_seconds <= 0 or args.factor <= 1:
         parser.error("need --days >= 30, --tx-per-day >= 100, --step-seconds > 0, --factor > 1")
-    from serve_graph.deployments import graph_hops
+    from serve_graph.deployments import GRAPH_HOPS, graph_hops
 
     try:
         hops = list(graph_hops(args.graph_hops or shipped_graph_hops()))
@@ -351,10 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     baseline = None
     try:
-        served = set(TOPOLOGIES[1:]) & set(wanted)
+        served = {"fused", "graph", "graph-all"} & set(wanted)  # on the Ray cluster
         if served:
             log("deploying the fused and graph applications on the local Ray cluster ...")
-            deploy(paths, log_root / "serve", args.fused_replicas, hops)
+            graphs = {"graph": hops, "graph-all": GRAPH_HOPS}
+            graphs = {name: h for name, h in graphs.items() if name in served}
+            deploy(paths, log_root / "serve", args.fused_replicas, graphs)
             for name in served:
                 wait_healthy(urls[name], key)
         results: dict[str, Any] = {"topologies": {}}
