@@ -382,17 +382,14 @@ def main(argv: list[str] | None = None) -> None:
             body = bodies(attempts, f"hold-{run_id}")
             restore_store(paths["redis_url"])
             settle()
+            replicas = replica_pids("bench-fused", "FusedDecider")
             log(f"fused at 70% of its maximum ({0.7 * fmax:.0f}/s) for {args.hold_seconds:.0f} s")
-            at70 = asyncio.run(
-                run_step(urls["fused"], key, body, 0.7 * fmax, args.hold_seconds)
-            ).summary()
+            at70 = held(urls["fused"], key, body, 0.7 * fmax, args.hold_seconds, replicas)
             log(f"  {at70}")
             restore_store(paths["redis_url"])
             settle()
             log(f"fused overloaded at 2x its maximum ({2 * fmax:.0f}/s)")
-            over = asyncio.run(
-                run_step(urls["fused"], key, body, 2 * fmax, args.hold_seconds)
-            ).summary()
+            over = held(urls["fused"], key, body, 2 * fmax, args.hold_seconds, replicas)
             log(f"  {over}")
             results["fused_at_70pct"] = at70
             results["overload"] = over
@@ -409,6 +406,22 @@ def main(argv: list[str] | None = None) -> None:
             summary["overload_p99_ms"] = results["overload"]["p99_ms"]
             summary["overload_errors"] = results["overload"]["errors"]
             summary["overload_shed_share"] = results["overload"]["degraded_share"]
+            # what an answer cost the server's processes: on the full path (70%), mostly at
+            # the cheapest rung (2x), and in the web layer alone (the no-op server at 70%).
+            # Shedding can answer 2x only while the second is under half the first.
+            cost = {
+                "fused_cpu_ms_per_answer_at_70pct": results["fused_at_70pct"],
+                "overload_cpu_ms_per_answer": results["overload"],
+                "noop_cpu_ms_per_answer_at_70pct": results["noop_at_70pct"],
+            }
+            for name, step in cost.items():
+                summary[name] = step["server_cpu_ms_per_answer"]
+            full, shed = (
+                summary["fused_cpu_ms_per_answer_at_70pct"],
+                summary["overload_cpu_ms_per_answer"],
+            )
+            if full and shed:
+                summary["overload_cost_over_full"] = round(shed / full, 3)
         if "baseline" in t and "fused" in t and t["baseline"]["max_rps"]:
             summary["fused_over_baseline"] = round(
                 t["fused"]["max_rps"] / t["baseline"]["max_rps"], 3
@@ -450,11 +463,51 @@ def hold_noop(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any
         settle()
         warm(url, key, body)
         log(f"no-op server (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
-        at = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
+        at = held(url, key, body, rate, seconds, [noop.pid])
         log(f"  {at}")
         return at
     finally:
         stop(noop)
+
+
+def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[int]) -> dict:
+    """One rate held for `seconds`, with the CPU the server's processes `pids` spent
+    meanwhile: per answer, and in cores (1.0 is all one core can give a process whose
+    Python runs under one GIL)."""
+    before = cpu_seconds(pids)
+    s = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
+    spent = cpu_seconds(pids) - before
+    s["server_cpu_s"] = round(spent, 3)
+    s["server_cores"] = round(spent / seconds, 3)
+    s["server_cpu_ms_per_answer"] = round(1000 * spent / s["ok"], 4) if s["ok"] else None
+    return s
+
+
+def replica_pids(app: str, deployment: str) -> list[int]:
+    """The processes of a Serve deployment's replicas, by the title Ray gives their worker
+    (``ray::ServeReplica:<app>:<deployment>``)."""
+    import psutil
+
+    title = f"ServeReplica:{app}:{deployment}"
+    pids = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(title in part for part in p.info["cmdline"] or ())
+    ]
+    if not pids:
+        raise RuntimeError(f"no process titled {title}: is the application running here?")
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds the processes have used, their threads included."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -25,7 +25,8 @@ class _Server:
         return result
 
 
-@pytest.mark.parametrize("capacity, low, high", [(300.0, 196, 300), (20.0, 14, 20), (1.0, 0, 0)])
+# two bisections after the x1.4 grid: within ~10% of the capacity (one left ~20%)
+@pytest.mark.parametrize("capacity, low, high", [(300.0, 270, 300), (20.0, 18, 20), (1.0, 0, 0)])
 def test_find_max_brackets_the_capacity(monkeypatch, capacity, low, high) -> None:
     server = _Server(capacity)
     monkeypatch.setattr(load, "run_step", server.run_step)
@@ -39,3 +40,19 @@ def test_find_max_brackets_the_capacity(monkeypatch, capacity, low, high) -> Non
 
 async def _no_sleep(_s: float) -> None:
     return None
+
+
+def test_each_bisection_halves_the_bracket(monkeypatch) -> None:
+    server = _Server(300.0)
+    monkeypatch.setattr(load, "run_step", server.run_step)
+    monkeypatch.setattr(load.asyncio, "sleep", _no_sleep)
+    found = []
+    for refinements in (0, 1, 2, 3):
+        best, _ = asyncio.run(
+            load.find_max(
+                "u", "k", lambda i: b"", 50, 1.4, 1.0, lambda m: None, refinements=refinements
+            )
+        )
+        found.append(best)
+    # the grid passes 268.9 and fails 376.5; bisecting: 322.7 fails, 295.8 passes, 309.3 fails
+    assert [round(b, 1) for b in found] == [268.9, 268.9, 295.8, 295.8]

@@ -1,0 +1,35 @@
+"""How bench.serving finds a replica's processes and what CPU they spent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.serving import cpu_seconds, replica_pids
+
+
+def test_a_replica_is_found_by_its_process_title_and_its_cpu_counted() -> None:
+    # a process whose command line carries the title, as Ray's does for a replica's worker
+    busy = "import time\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass\n"
+    busy += "time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", busy, "ServeReplica:bench-x:Decider"])
+    try:
+        assert replica_pids("bench-x", "Decider") == [proc.pid]
+        spent = 0.0
+        for _ in range(50):  # until the busy loop is done
+            spent = cpu_seconds([proc.pid])
+            if spent >= 0.3:
+                break
+            time.sleep(0.1)
+        assert 0.3 <= spent < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_missing_application_is_named() -> None:
+    with pytest.raises(RuntimeError, match="ServeReplica:no-such-app:Decider"):
+        replica_pids("no-such-app", "Decider")
