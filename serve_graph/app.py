@@ -165,6 +165,7 @@ class MicroBatcher:
         self._shed_wait = 0.0  # the longest full-path wait that turned requests away
         self._shed_lag = 0.0  # the largest loop lag that did
         self.turned_away = 0
+        self.abandoned = 0  # requests whose client left before their batch ran
         self.loop_lag = 0.0  # smoothed seconds a callback waited for the event loop
         self._lag_at = 0.0  # when it was last probed
         self._last_arrival = 0.0
@@ -301,6 +302,18 @@ class MicroBatcher:
             self._slots.release()
 
     async def _process(self, items: list[tuple], run: Callable[..., Any]) -> None:
+        # A request whose client has gone (Serve cancels the handler on a disconnect, and
+        # with it the future it awaits) is not decided: no one would receive the decision.
+        # Under an overload deep enough that clients time out, deciding them anyway spent
+        # a third of a replica on answers no one read (13,431 decisions logged against
+        # 8,823 answered in one 14 s step), which kept the next requests waiting past their
+        # own timeouts. Its attempt is not counted either: the checkout's retry, here or in
+        # another region, is the attempt that gets decided and counted.
+        live = [i for i in items if not i[3].done()]
+        self.abandoned += len(items) - len(live)
+        if not live:
+            return
+        items = live
         records = [i[0] for i in items]
         try:
             args = (records, [i[1] for i in items], [i[2] for i in items])

@@ -311,3 +311,23 @@ def test_a_coroutine_run_decides_on_the_event_loop() -> None:
 
     loop_thread = asyncio.run(main_blocking())
     assert blocking and blocking[0] != loop_thread
+
+
+def test_a_request_whose_client_left_is_not_decided() -> None:
+    rec = Recorder(run_s=0.05)
+    b = MicroBatcher(rec.run, rec.after, max_batch=1, wait_ms=0, backlog_factor=1, in_flight=1)
+
+    async def scenario() -> list:
+        first = asyncio.ensure_future(b.submit({"id": "a"}, time.monotonic(), None))
+        await asyncio.sleep(0.01)  # "a" is being decided; "b" and "c" wait behind it
+        gone = asyncio.ensure_future(b.submit({"id": "b"}, time.monotonic(), None))
+        kept = asyncio.ensure_future(b.submit({"id": "c"}, time.monotonic(), None))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # as Serve cancels the handler when the client disconnects
+        return await asyncio.gather(first, kept, gone, return_exceptions=True)
+
+    a, c, b_out = asyncio.run(scenario())
+    assert a["id"] == "a" and c["id"] == "c"
+    assert isinstance(b_out, asyncio.CancelledError)
+    assert [i for batch in rec.batches for i in batch] == ["a", "c"]
+    assert b.abandoned == 1
