@@ -1,8 +1,8 @@
 """Bulk-load the online store from offline history (``checkout-risk materialize``).
 
 Uses the same write script as live serving — so a materialised store is exactly what
-replaying the history one attempt at a time would have produced — but pipelines thousands
-of script calls per round trip. Attempts stream one partition at a time in time order; the
+replaying the history one attempt at a time would have produced — but sends thousands of
+updates per round trip. Attempts stream one partition at a time in time order; the
 fraud labels known by the end of each partition follow it. Re-running is harmless: the
 per-transaction guards make every write idempotent.
 """
@@ -17,24 +17,16 @@ import numpy as np
 import pandas as pd
 
 from feature_views.offline import prepare, table_fraud_labels
-from feature_views.online import OnlineFeatureStore
-from feature_views.store import StoreUnavailable, connect
+from feature_views.online import OnlineFeatureStore, Update
+from feature_views.store import connect
 from feature_views.tables import count_attempts, iter_attempt_partitions, read_labels
 
 BATCH = 2_000
 
 
-def _flush(store: OnlineFeatureStore, ops: list[tuple[list[str], list[Any]]]) -> int:
-    """Run queued script calls in one pipeline; returns how many were applied (not dupes)."""
-    import redis
-
-    pipe = store.r.pipeline(transaction=False)
-    for keys, argv in ops:
-        store._script(keys=keys, args=argv, client=pipe)
-    try:
-        return int(sum(pipe.execute()))
-    except (redis.exceptions.RedisError, OSError) as exc:
-        raise StoreUnavailable(f"online store write failed: {exc}") from exc
+def _flush(store: OnlineFeatureStore, ops: list[Update]) -> int:
+    """Run queued updates in one round trip; returns how many were applied (not dupes)."""
+    return sum(store.apply(ops))
 
 
 def load_frames(
@@ -56,7 +48,7 @@ def load_frames(
     for part in parts:
         if part.empty:
             continue
-        ops: list[tuple[list[str], list[Any]]] = []
+        ops: list[Update] = []
         for rec in prepare(part).to_dict("records"):
             keys, argv = store.write_ops(rec)
             ops.append((keys, argv))

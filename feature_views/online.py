@@ -27,10 +27,10 @@ key                                    type    contents
 
 Reads pipeline every command for a micro-batch of attempts into ONE round trip and
 evaluate the views in Python with the same arithmetic, in the same order, as
-``offline.py``. Writes go through one Lua script per attempt: the guard and every update
-apply atomically, so a retried ``transaction_id`` never double counts. The script touches
-several entities' keys, so a region's store is one Redis primary (see docs on sharding by
-entity in the capacity plan).
+``offline.py``. Writes go through one Lua script call per chunk of attempts, each attempt
+packed into one field string: its guard and every update apply atomically, so a retried
+``transaction_id`` never double counts. The script touches several entities' keys, so a
+region's store is one Redis primary (see docs on sharding by entity in the capacity plan).
 
 Key TTLs only collect garbage; freshness is decided at read time from the event clock: a
 view whose latest attempt is older than its TTL is returned as defaults and flagged stale.
@@ -64,12 +64,26 @@ from feature_views.offline import GLOBAL_KEY, Z_LIMIT, amount_cents
 from feature_views.request_features import STRING_INPUTS, request_features
 from feature_views.store import StoreUnavailable
 
-SEP = "\x1f"
+SEP = "\x1f"  # between the parts of an activity entry
+RS = "\x1e"  # between the fields of a packed update (see _APPLY_SCRIPT)
 DAY_MS = 86_400_000
 ATTEMPT_GUARD_TTL_S = 7 * 86_400
 LABEL_GUARD_TTL_S = 180 * 86_400
 LABEL_WINDOW_MS = max(ms(v.window) for v in LABEL_RATES)
+_LABEL_KEEP_DAYS = LABEL_WINDOW_MS // DAY_MS + 1
+_LABEL_TTL_S = LABEL_WINDOW_MS // 1000 + 2 * 86_400
+# what each view's writes need, worked out once rather than per attempt
+_ACTIVITY_WRITES = [
+    (v, v.columns, ms(v.horizon), int(v.ttl.total_seconds())) for v in ACTIVITY_VIEWS
+]
+_BUCKETED_WRITES = [
+    (v, ms(v.bucket), ms(v.horizon) // ms(v.bucket) + 1, int(v.ttl.total_seconds()))
+    for v in BUCKETED_VIEWS
+]
 _T = TypeVar("_T")
+# One update of the apply script: its KEYS (the guard first) and its fields (the guard TTL
+# first, then the ops).
+Update = tuple[list[str], list[Any]]
 
 # Label counts of each key (hashes of per-day fields n<day>, f<day>) over the days
 # [ARGV[1], ARGV[2]): {n1, f1, n2, f2, ...}. `_label_counts` is the same arithmetic in
@@ -99,68 +113,105 @@ end
 return out
 """
 
-_WRITE_SCRIPT = """
--- KEYS[1] guard; ARGV[1] guard TTL (s); ARGV[2..] operations referring to KEYS by index:
---   z key score member trim_below ttl      add to an activity zset, trim, expire
---   m key ts ttl                           advance first / latest / previous times
---   h key prefix bucket incr keep ttl      bucket counter, drop buckets older than keep
---   x key maxlen payload                   append the update to a stream (replication outbox)
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+# Applies a batch of updates in one call, each behind its own idempotency guard. Update u is
+# ARGV[2u-1], its fields joined by \30 (RS): `nkeys decision_ttl guard_ttl op...`, and
+# ARGV[2u], the decision to remember ('' when decision_ttl is 0). Its keys follow the
+# previous update's in KEYS: the guard first, then those its ops name by index (1 = the
+# guard), then the decision key last when it has one. Ops:
+#   z key score member trim_below ttl      add to an activity zset, trim, expire
+#   m key ts ttl                           advance first / latest / previous times
+#   h key prefix bucket incr keep ttl      bucket counter, drop buckets older than keep
+#   x key maxlen payload                   append the update to a stream (replication outbox)
+# Returns 1 per update newly applied, 0 per update whose guard was already set. One packed
+# field string per update, not ~80 arguments: packing each argument is most of a write's cost
+# in the client (redis-py spends ~0.7 us an argument), and the server parses fewer bulks.
+_APPLY_SCRIPT = r"""
 local prefixes = {'c', 's', 'n', 'f'}
-local i = 2
-while i <= #ARGV do
-  local op = ARGV[i]
-  local k = KEYS[tonumber(ARGV[i + 1])]
-  if op == 'z' then
-    redis.call('ZADD', k, ARGV[i + 2], ARGV[i + 3])
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. ARGV[i + 4])
-    redis.call('EXPIRE', k, ARGV[i + 5])
-    i = i + 6
-  elseif op == 'm' then
-    local ts_s = ARGV[i + 2]
-    local ts = tonumber(ts_s)
-    local v = redis.call('HMGET', k, 'f', 'l', 'p')
-    if (not v[1]) or ts < tonumber(v[1]) then redis.call('HSET', k, 'f', ts_s) end
-    if not v[2] then
-      redis.call('HSET', k, 'l', ts_s)
-    elseif ts > tonumber(v[2]) then
-      redis.call('HSET', k, 'p', v[2], 'l', ts_s)
-    elseif ts < tonumber(v[2]) and ((not v[3]) or ts > tonumber(v[3])) then
-      redis.call('HSET', k, 'p', ts_s)
+local function split(s)
+  local out, from = {}, 1
+  while true do
+    local to = string.find(s, '\30', from, true)
+    if not to then
+      out[#out + 1] = string.sub(s, from)
+      return out
     end
-    redis.call('EXPIRE', k, ARGV[i + 3])
-    i = i + 4
-  elseif op == 'h' then
-    local bucket = tonumber(ARGV[i + 3])
-    redis.call('HINCRBY', k, ARGV[i + 2] .. ARGV[i + 3], ARGV[i + 4])
-    local keep = bucket - tonumber(ARGV[i + 5])
-    local lo = tonumber(redis.call('HGET', k, 'lo'))
-    if not lo then
-      redis.call('HSET', k, 'lo', tostring(keep))
-    elseif lo < keep then
-      if keep - lo > 2048 then
-        for _, name in ipairs(redis.call('HKEYS', k)) do
-          local b = tonumber(string.sub(name, 2))
-          if name ~= 'lo' and b and b < keep then redis.call('HDEL', k, name) end
-        end
-      else
-        for b = lo, keep - 1 do
-          for _, p in ipairs(prefixes) do redis.call('HDEL', k, p .. string.format('%d', b)) end
-        end
-      end
-      redis.call('HSET', k, 'lo', string.format('%d', keep))
-    end
-    redis.call('EXPIRE', k, ARGV[i + 6])
-    i = i + 7
-  elseif op == 'x' then
-    -- outbox for cross-region replication: written only when the guard was new
-    redis.call('XADD', k, 'MAXLEN', '~', ARGV[i + 2], '*', 'u', ARGV[i + 3])
-    i = i + 4
-  else
-    return redis.error_reply('unknown op ' .. tostring(op))
+    out[#out + 1] = string.sub(s, from, to - 1)
+    from = to + 1
   end
 end
-return 1
+local function apply(a, base)
+  local i = 4
+  while i <= #a do
+    local op = a[i]
+    local k = KEYS[base + tonumber(a[i + 1])]
+    if op == 'z' then
+      redis.call('ZADD', k, a[i + 2], a[i + 3])
+      redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. a[i + 4])
+      redis.call('EXPIRE', k, a[i + 5])
+      i = i + 6
+    elseif op == 'm' then
+      local ts_s = a[i + 2]
+      local ts = tonumber(ts_s)
+      local v = redis.call('HMGET', k, 'f', 'l', 'p')
+      if (not v[1]) or ts < tonumber(v[1]) then redis.call('HSET', k, 'f', ts_s) end
+      if not v[2] then
+        redis.call('HSET', k, 'l', ts_s)
+      elseif ts > tonumber(v[2]) then
+        redis.call('HSET', k, 'p', v[2], 'l', ts_s)
+      elseif ts < tonumber(v[2]) and ((not v[3]) or ts > tonumber(v[3])) then
+        redis.call('HSET', k, 'p', ts_s)
+      end
+      redis.call('EXPIRE', k, a[i + 3])
+      i = i + 4
+    elseif op == 'h' then
+      local bucket = tonumber(a[i + 3])
+      redis.call('HINCRBY', k, a[i + 2] .. a[i + 3], a[i + 4])
+      local keep = bucket - tonumber(a[i + 5])
+      local lo = tonumber(redis.call('HGET', k, 'lo'))
+      if not lo then
+        redis.call('HSET', k, 'lo', tostring(keep))
+      elseif lo < keep then
+        if keep - lo > 2048 then
+          for _, name in ipairs(redis.call('HKEYS', k)) do
+            local b = tonumber(string.sub(name, 2))
+            if name ~= 'lo' and b and b < keep then redis.call('HDEL', k, name) end
+          end
+        else
+          for b = lo, keep - 1 do
+            for _, p in ipairs(prefixes) do
+              redis.call('HDEL', k, p .. string.format('%d', b))
+            end
+          end
+        end
+        redis.call('HSET', k, 'lo', string.format('%d', keep))
+      end
+      redis.call('EXPIRE', k, a[i + 6])
+      i = i + 7
+    elseif op == 'x' then
+      -- outbox for cross-region replication: written only when the guard was new
+      redis.call('XADD', k, 'MAXLEN', '~', a[i + 2], '*', 'u', a[i + 3])
+      i = i + 4
+    else
+      error('unknown op ' .. tostring(op))
+    end
+  end
+end
+local applied, base = {}, 0
+for u = 1, #ARGV, 2 do
+  local a = split(ARGV[u])
+  local nkeys = tonumber(a[1])
+  if a[2] ~= '0' then
+    redis.call('SET', KEYS[base + nkeys], ARGV[u + 1], 'NX', 'EX', a[2])
+  end
+  if redis.call('SET', KEYS[base + 1], '1', 'NX', 'EX', a[3]) then
+    apply(a, base)
+    applied[#applied + 1] = 1
+  else
+    applied[#applied + 1] = 0
+  end
+  base = base + nkeys
+end
+return applied
 """
 
 
@@ -178,6 +229,12 @@ def _key(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return str(value)
+
+
+def _cents(amount_usd: Any) -> int:
+    """`offline.amount_cents` of one amount, without building an array (the same rounding:
+    both round half to even on the same float64 product)."""
+    return max(round(float(amount_usd) * 100), 1)
 
 
 def _event_ms(attempt: Mapping[str, Any]) -> int:
@@ -203,7 +260,7 @@ class OnlineFeatureStore:
         self.ns = namespace
         self.outbox = outbox
         self.outbox_maxlen = outbox_maxlen
-        self._script = self.r.register_script(_WRITE_SCRIPT)
+        self._apply = self.r.register_script(_APPLY_SCRIPT)
         self._labels = self.r.register_script(_LABEL_SCRIPT)
         try:  # now rather than on first use (which reloads them after a server restart)
             self._load_scripts()
@@ -330,27 +387,74 @@ class OnlineFeatureStore:
     def write_many(
         self, attempts: Sequence[Mapping[str, Any]], decisions: Sequence[str] = ()
     ) -> list[bool]:
-        """Apply many attempts in one pipeline; store each decision (first one wins)."""
-        ops = [self.write_ops(attempt) for attempt in attempts]
+        """Apply many attempts in one round trip; store each decision (first one wins).
+
+        `decisions[i]` belongs to `attempts[i]`; attempts past the end of `decisions` store
+        none. Returns, per attempt, whether it was new (False: already applied).
+        """
+        remembered = [
+            (self.decision_key(str(attempt["transaction_id"])), decision)
+            for attempt, decision in zip(attempts, decisions, strict=False)
+        ]
+        return self.apply([self.write_ops(attempt) for attempt in attempts], remembered)
+
+    # Updates per script call. Redis runs a call whole, so a read waits behind at most one
+    # call (~1 ms for 64 attempts); a pipeline carries as many calls as the batch needs.
+    APPLY_CHUNK = 64
+
+    def apply(
+        self, updates: Sequence[Update], decisions: Sequence[tuple[str, str]] = ()
+    ) -> list[bool]:
+        """Run updates from `write_ops` / `label_ops` in one round trip.
+
+        `decisions[i]`, a (key, value) pair, is set (if absent) with `updates[i]`, whether
+        or not that update was applied before. Returns, per update, whether it was new.
+        """
+        calls = [
+            self.pack(updates[i : i + self.APPLY_CHUNK], decisions[i : i + self.APPLY_CHUNK])
+            for i in range(0, len(updates), self.APPLY_CHUNK)
+        ]
 
         def send() -> list[Any]:
             pipe = self.r.pipeline(transaction=False)
-            for keys, argv in ops:
-                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
-            for attempt, decision in zip(attempts, decisions, strict=False):
-                pipe.set(
-                    self.decision_key(str(attempt["transaction_id"])),
-                    decision,
-                    nx=True,
-                    ex=ATTEMPT_GUARD_TTL_S,
-                )
+            for keys, argv in calls:
+                pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *argv)
             return pipe.execute()
 
-        return [bool(r) for r in self._scripted("write", send)[: len(attempts)]]
+        if not calls:
+            return []
+        return [bool(x) for reply in self._scripted("write", send) for x in reply]
+
+    @staticmethod
+    def pack(
+        updates: Sequence[Update], decisions: Sequence[tuple[str, str]] = ()
+    ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of one apply-script call: two arguments an update, not ~80.
+
+        Raises ValueError if a field holds RS (U+001E): the contract admits no control
+        characters, so such a field is a caller's bug, and it would split wrongly.
+        """
+        all_keys: list[str] = []
+        argv: list[str] = []
+        for n, (keys, fields) in enumerate(updates):
+            packed = RS.join(map(str, fields))
+            if packed.count(RS) != len(fields) - 1:
+                raise ValueError(
+                    f"update {keys[0]!r}: a field holds the separator U+001E; "
+                    "ids and codes must be printable text"
+                )
+            all_keys += keys
+            if n < len(decisions):
+                key, value = decisions[n]
+                all_keys.append(key)
+                argv += [f"{len(keys) + 1}{RS}{ATTEMPT_GUARD_TTL_S}{RS}{packed}", value]
+            else:
+                argv += [f"{len(keys)}{RS}0{RS}{packed}", ""]
+        return all_keys, argv
 
     def _load_scripts(self) -> None:
         try:
-            self.r.script_load(_WRITE_SCRIPT)
+            self.r.script_load(_APPLY_SCRIPT)
             self.r.script_load(_LABEL_SCRIPT)
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"online store unavailable: {exc}") from exc
@@ -390,89 +494,55 @@ class OnlineFeatureStore:
         return vectors
 
     # ---- write ------------------------------------------------------------------------
-    def write_ops(self, attempt: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of the write script for one attempt (used by pipelines too)."""
+    def write_ops(self, attempt: Mapping[str, Any]) -> Update:
+        """KEYS and fields of the apply script for one attempt (see `apply`)."""
         t = _event_ms(attempt)
         txid = str(attempt["transaction_id"])
-        cents = int(amount_cents(np.array([attempt["amount_usd"]]))[0])
+        cents = _cents(attempt["amount_usd"])
         keys = [f"{self.ns}:g:tx:{txid}"]
         argv: list[Any] = [ATTEMPT_GUARD_TTL_S]
-
-        def key_index(key: str) -> int:
-            keys.append(key)
-            return len(keys)
-
-        for view in ACTIVITY_VIEWS:
+        for view, columns, horizon_ms, ttl_s in _ACTIVITY_WRITES:
             eid = self._entity_id(attempt, view.entity)
             if eid is None:
                 continue
-            member = SEP.join(
-                [txid, str(cents), *[_key(attempt.get(c)) or "" for c in view.columns]]
-            )
-            ttl_s = int(view.ttl.total_seconds())
-            argv += [
-                "z",
-                key_index(self._k("a", view.name, eid)),
-                t,
-                member,
-                t - ms(view.horizon),
-                ttl_s,
-            ]
-            argv += ["m", key_index(self._k("m", view.name, eid)), t, ttl_s]
-        for bview in BUCKETED_VIEWS:
+            member = SEP.join([txid, str(cents), *[_key(attempt.get(c)) or "" for c in columns]])
+            keys += [self._k("a", view.name, eid), self._k("m", view.name, eid)]
+            n = len(keys)
+            argv += ["z", n - 1, t, member, t - horizon_ms, ttl_s, "m", n, t, ttl_s]
+        for bview, bucket_ms, keep, ttl_s in _BUCKETED_WRITES:
             eid = self._entity_id(attempt, bview.entity)
             if eid is None:
                 continue
-            bucket_ms = ms(bview.bucket)
-            keep = ms(bview.horizon) // bucket_ms + 1
-            ttl_s = int(bview.ttl.total_seconds())
-            k = key_index(self._k("b", bview.name, eid))
-            argv += ["h", k, "c", t // bucket_ms, 1, keep, ttl_s]
-            argv += ["h", k, "s", t // bucket_ms, cents, keep, ttl_s]
-            argv += ["m", key_index(self._k("m", bview.name, eid)), t, ttl_s]
+            keys += [self._k("b", bview.name, eid), self._k("m", bview.name, eid)]
+            n, bucket = len(keys), t // bucket_ms
+            argv += ["h", n - 1, "c", bucket, 1, keep, ttl_s]
+            argv += ["h", n - 1, "s", bucket, cents, keep, ttl_s]
+            argv += ["m", n, t, ttl_s]
+        day = t // DAY_MS
         for entity in LABEL_ENTITIES:
-            eid = self._entity_id(attempt, entity) or ""
-            argv += [
-                "h",
-                key_index(self._k("l", entity.name, eid)),
-                "n",
-                t // DAY_MS,
-                1,
-                LABEL_WINDOW_MS // DAY_MS + 1,
-                LABEL_WINDOW_MS // 1000 + 2 * 86_400,
-            ]
+            keys.append(self._k("l", entity.name, self._entity_id(attempt, entity) or ""))
+            argv += ["h", len(keys), "n", day, 1, _LABEL_KEEP_DAYS, _LABEL_TTL_S]
         if self.outbox is not None:
             from feature_views.replication import encode_update
 
-            argv += ["x", key_index(self.outbox), self.outbox_maxlen, encode_update(attempt, t)]
+            keys.append(self.outbox)
+            argv += ["x", len(keys), self.outbox_maxlen, encode_update(attempt, t)]
         return keys, argv
 
     def write(self, attempt: Mapping[str, Any]) -> bool:
         """Apply one decided attempt; False when this transaction_id was already applied."""
-        keys, argv = self.write_ops(attempt)
-        try:
-            return bool(self._script(keys=keys, args=argv))
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+        return self.apply([self.write_ops(attempt)])[0]
 
     def label_ops(
         self, transaction_id: str, label_ms: int, attempt_keys: Mapping[str, Any]
-    ) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV recording one fraud label against the attempt's label entities."""
+    ) -> Update:
+        """KEYS and fields recording one fraud label against the attempt's label entities."""
         keys = [f"{self.ns}:g:lf:{transaction_id}"]
         argv: list[Any] = [LABEL_GUARD_TTL_S]
         for entity in LABEL_ENTITIES:
             eid = self._entity_id(attempt_keys, entity) or ""
             keys.append(self._k("l", entity.name, eid))
-            argv += [
-                "h",
-                len(keys),
-                "f",
-                label_ms // DAY_MS,
-                1,
-                LABEL_WINDOW_MS // DAY_MS + 1,
-                LABEL_WINDOW_MS // 1000 + 2 * 86_400,
-            ]
+            argv += ["h", len(keys), "f", label_ms // DAY_MS, 1, _LABEL_KEEP_DAYS, _LABEL_TTL_S]
         return keys, argv
 
     def apply_fraud_label(
@@ -483,11 +553,7 @@ class OnlineFeatureStore:
         `attempt_keys` holds the labelled attempt's merchant_id, merchant_category and
         card_bin (the label feed joins them from the decision log).
         """
-        keys, argv = self.label_ops(transaction_id, label_ms, attempt_keys)
-        try:
-            return bool(self._script(keys=keys, args=argv))
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"online store write failed: {exc}") from exc
+        return self.apply([self.label_ops(transaction_id, label_ms, attempt_keys)])[0]
 
     def flush_namespace(self) -> int:
         """Delete every key of this namespace (tests, `materialize --flush`)."""

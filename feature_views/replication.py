@@ -50,7 +50,7 @@ from typing import Any
 
 import redis
 
-from feature_views.contract import looks_like_pan
+from feature_views.contract import looks_like_pan, text_problem
 from feature_views.definitions import ACTIVITY_VIEWS, BUCKETED_VIEWS, LABEL_ENTITIES
 from feature_views.online import OnlineFeatureStore
 from feature_views.store import StoreUnavailable
@@ -112,6 +112,10 @@ def decode_update(raw: bytes | str) -> dict[str, Any]:
         raise ReplicationError(
             f"replicated update has unknown fields {sorted(unknown)} or lacks {sorted(missing)}"
         )
+    for name, value in update.items():  # the contract's text rules, as at the API
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ReplicationError(f"replicated update field {name}: {problem}")
     return update
 
 

@@ -187,3 +187,46 @@ def test_a_write_after_the_scripts_were_flushed_applies_once(store, records) -> 
     store.r.script_flush()
     assert store.write_many([records["e1"]]) == [False]  # the guard still holds
     assert store.read(records["e4"]).values["card_count_24h"] == 2  # e1 and e2, once each
+
+
+def test_one_amount_in_cents_is_the_offline_rounding() -> None:
+    """The write path rounds one amount in Python; offline rounds arrays in numpy."""
+    import numpy as np
+
+    from feature_views.offline import amount_cents
+    from feature_views.online import _cents
+
+    rng = np.random.default_rng(7)
+    amounts = [0.001, 0.004, 0.005, 0.015, 0.025, 1.005, 2.675, 10.125, 99_999.995]
+    amounts += list(np.round(rng.lognormal(3, 2, 2_000), 3)) + list(rng.uniform(0, 5, 2_000))
+    assert [_cents(a) for a in amounts] == amount_cents(np.array(amounts)).tolist()
+
+
+def test_a_batch_spanning_script_calls_applies_each_attempt_once(store, records) -> None:
+    """Many attempts, more than one script call, a repeated id inside the batch, decisions
+    for some: each applied once, the first decision kept, none stored past `decisions`."""
+    store.APPLY_CHUNK = 3  # several calls in one pipeline
+    base = records["e1"]
+    batch = [dict(base, transaction_id=f"b{i}", event_ms=base["event_ms"] + i) for i in range(7)]
+    batch.append(dict(batch[2]))  # the same transaction again, later in the batch
+    assert store.write_many(batch, ["d0", "d1", "d2", "d3"]) == [True] * 7 + [False]
+    assert store.r.get(store.decision_key("b2")) == b"d2"
+    assert store.r.get(store.decision_key("b4")) is None  # past the decisions given
+    assert store.write_many(batch[:3], ["x0", "x1", "x2"]) == [False] * 3
+    assert store.r.get(store.decision_key("b0")) == b"d0"  # first decision wins
+    later = dict(base, transaction_id="after", event_ms=base["event_ms"] + 60_000)
+    assert store.read(later).values["card_count_10m"] == 7
+
+
+def test_a_field_holding_the_packing_separator_is_refused_before_anything_is_sent(
+    store, records
+) -> None:
+    bad = dict(records["e1"], device_id="dev\x1eice")
+    with pytest.raises(ValueError, match="U\\+001E"):
+        store.write_many([records["e2"], bad])
+    assert store.r.exists(f"{store.ns}:g:tx:e2") == 0  # the whole batch, not half of it
+
+
+def test_an_unknown_op_is_an_error_not_a_silent_skip(store) -> None:
+    with pytest.raises(StoreUnavailable, match="unknown op"):
+        store.apply([([f"{store.ns}:g:tx:q", f"{store.ns}:x"], [60, "q", 2])])

@@ -254,6 +254,8 @@ def test_only_the_declared_fields_cross_and_never_a_card_number(pair) -> None:
         decode_update(json.dumps(update | {"email": "alice@example.com"}))
     with pytest.raises(ReplicationError):
         decode_update(b"not json")
+    with pytest.raises(ReplicationError, match="device_id: contains control"):
+        decode_update(json.dumps(update | {"device_id": "dev\x1eice"}))  # skipped, not applied
 
 
 def test_residency_keeps_eu_updates_in_the_eu(monkeypatch) -> None:
