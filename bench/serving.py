@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
             log(f"  {over}")
             results["fused_at_70pct"] = at70
             results["overload"] = over
-            results["noop_at_70pct"] = hold_noop(key, body, 0.7 * fmax, args.hold_seconds)
+            noop = hold_noop(key, body, {"70pct": 0.7 * fmax, "2x": 2 * fmax}, args.hold_seconds)
+            results["noop_at_70pct"], results["noop_at_2x"] = noop["70pct"], noop["2x"]
         t = results["topologies"]
         summary: dict[str, Any] = {
             f"{n.replace('-', '_')}_max_rps": t[n]["max_rps"] for n in TOPOLOGIES if n in t
@@ -418,6 +419,14 @@ def main(argv: list[str] | None = None) -> None:
             summary["noop_cpu_ms_per_answer_at_70pct"] = noop
             if full and shed:
                 summary["overload_cost_over_full"] = round(shed / full, 3)
+            # the web layer alone at 2x, and where the machine's cores went at 2x: when the
+            # load generator, Redis and HAProxy leave the replica less than 2x needs at the
+            # shed cost, no shedding in the replica can answer 2x
+            summary["noop_cpu_ms_per_answer_at_2x"] = results["noop_at_2x"][
+                "server_cpu_ms_per_answer"
+            ]
+            summary["noop_p99_ms_at_2x"] = results["noop_at_2x"]["p99_ms"]
+            summary["overload_cores"] = results["overload"]["cores"]
         if "baseline" in t and "fused" in t and t["baseline"]["max_rps"]:
             summary["fused_over_baseline"] = round(
                 t["fused"]["max_rps"] / t["baseline"]["max_rps"], 3
@@ -449,19 +458,22 @@ def main(argv: list[str] | None = None) -> None:
             stop(baseline)
 
 
-def hold_noop(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any]:
-    """The same load at the same rate against the web layer alone (``bench/noop_server.py``):
-    the latency this machine and this load generator add before any risk work."""
+def hold_noop(key: str, body: Any, rates: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The same load at the same rates against the web layer alone
+    (``bench/noop_server.py``): the latency and CPU this machine and this load generator
+    cost before any risk work. `rates`: name -> requests/s; returns name -> hold."""
     noop = start_noop()
+    out = {}
     try:
         url = f"http://127.0.0.1:{NOOP_PORT}"
         wait_healthy(url, key, 60)
-        settle()
         warm(url, key, body)
-        log(f"no-op server (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
-        at = held(url, key, body, rate, seconds, [noop.pid])
-        log(f"  {at}")
-        return at
+        for name, rate in rates.items():
+            settle()
+            log(f"no-op server (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
+            out[name] = held(url, key, body, rate, seconds, [noop.pid])
+            log(f"  {out[name]}")
+        return out
     finally:
         stop(noop)
 
@@ -469,14 +481,37 @@ def hold_noop(key: str, body: Any, rate: float, seconds: float) -> dict[str, Any
 def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[int]) -> dict:
     """One rate held for `seconds`, with the CPU the server's processes `pids` spent
     meanwhile: per answer, and in cores (1.0 is all one core can give a process whose
-    Python runs under one GIL)."""
-    before = cpu_seconds(pids)
+    Python runs under one GIL). `cores` splits the whole machine's busy time between the
+    server, this process (the load generator), Redis, HAProxy and everything else: when
+    it sums to every core, the machine is the limit, not the server."""
+    roles = {
+        "server": pids,
+        "load_generator": [os.getpid()],
+        "redis": processes_named("redis-server"),
+        "haproxy": processes_named("haproxy"),
+    }
+    before = {role: cpu_seconds(p) for role, p in roles.items()}
+    busy_before, started = _busy(), time.monotonic()
     s = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
-    spent = cpu_seconds(pids) - before
-    s["server_cpu_s"] = round(spent, 3)
-    s["server_cores"] = round(spent / seconds, 3)
-    s["server_cpu_ms_per_answer"] = round(1000 * spent / s["ok"], 4) if s["ok"] else None
+    elapsed = time.monotonic() - started
+    busy_after = _busy()
+    spent = {role: cpu_seconds(p) - before[role] for role, p in roles.items()}
+    s["server_cpu_s"] = round(spent["server"], 3)
+    s["server_cores"] = round(spent["server"] / seconds, 3)
+    s["server_cpu_ms_per_answer"] = round(1000 * spent["server"] / s["ok"], 4) if s["ok"] else None
+    ticks = max(1, busy_after[1] - busy_before[1])
+    machine = (busy_after[0] - busy_before[0]) / ticks * (os.cpu_count() or 1)
+    cores = {role: round(cpu / elapsed, 3) for role, cpu in spent.items()}
+    cores["other"] = round(max(0.0, machine - sum(cpu / elapsed for cpu in spent.values())), 3)
+    s["cores"] = cores | {"machine_busy": round(machine, 3), "machine": os.cpu_count()}
     return s
+
+
+def processes_named(name: str) -> list[int]:
+    """Every process whose executable is `name` (Redis, HAProxy: whoever started them)."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == name]
 
 
 def replica_pids(app: str, deployment: str) -> list[int]:

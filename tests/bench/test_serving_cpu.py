@@ -33,3 +33,15 @@ def test_a_replica_is_found_by_its_process_title_and_its_cpu_counted() -> None:
 def test_a_missing_application_is_named() -> None:
     with pytest.raises(RuntimeError, match="ServeReplica:no-such-app:Decider"):
         replica_pids("no-such-app", "Decider")
+
+
+def test_helper_processes_are_found_by_their_executable_name() -> None:
+    from bench.serving import processes_named
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert proc.pid in processes_named("sleep")
+        assert processes_named("no-such-executable-here") == []
+    finally:
+        proc.kill()
+        proc.wait()
