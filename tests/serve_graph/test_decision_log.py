@@ -191,6 +191,12 @@ def test_identifiers_are_keyed_hashes() -> None:
     a = keyed_hash("shopper-1", b"k1")
     assert a == keyed_hash("shopper-1", b"k1") != keyed_hash("shopper-1", b"k2")
     assert "shopper" not in a and keyed_hash(None) is None
+    # HMAC-SHA256 of the value, so logs written before and after any change verify alike
+    import hashlib
+    import hmac
+
+    assert a == hmac.new(b"k1", b"shopper-1", hashlib.sha256).hexdigest()[:32]
+    assert keyed_hash("shopper-1", b"k1") == a  # the cached key hashes the same twice
 
 
 def test_one_append_spanning_several_commits_returns_once_all_are_durable(
