@@ -491,11 +491,20 @@ def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[
         "haproxy": processes_named("haproxy"),
     }
     before = {role: cpu_seconds(p) for role, p in roles.items()}
+    threads_before = thread_seconds(pids)
     busy_before, started = _busy(), time.monotonic()
     s = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
     elapsed = time.monotonic() - started
     busy_after = _busy()
     spent = {role: cpu_seconds(p) - before[role] for role, p in roles.items()}
+    threads = thread_seconds(pids)
+    by_thread = sorted(
+        (t - threads_before.get(tid, 0.0) for tid, t in threads.items()), reverse=True
+    )
+    # a replica's event loop is one thread: if the busiest thread stays well under one
+    # core while the machine has cores to spare, the loop waits (for the interpreter lock,
+    # Redis, the disk), not computes
+    s["server_busiest_threads_cores"] = [round(t / elapsed, 3) for t in by_thread[:3]]
     s["server_cpu_s"] = round(spent["server"], 3)
     s["server_cores"] = round(spent["server"] / seconds, 3)
     s["server_cpu_ms_per_answer"] = round(1000 * spent["server"] / s["ok"], 4) if s["ok"] else None
@@ -505,6 +514,17 @@ def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[
     cores["other"] = round(max(0.0, machine - sum(cpu / elapsed for cpu in spent.values())), 3)
     s["cores"] = cores | {"machine_busy": round(machine, 3), "machine": os.cpu_count()}
     return s
+
+
+def thread_seconds(pids: list[int]) -> dict[tuple[int, int], float]:
+    """CPU seconds per thread of the processes, by (pid, thread id)."""
+    import psutil
+
+    out = {}
+    for pid in pids:
+        for t in psutil.Process(pid).threads():
+            out[(pid, t.id)] = t.user_time + t.system_time
+    return out
 
 
 def processes_named(name: str) -> list[int]:

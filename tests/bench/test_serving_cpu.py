@@ -45,3 +45,36 @@ def test_helper_processes_are_found_by_their_executable_name() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+_SPINNER = """
+import threading, time
+
+def spin():
+    t = time.thread_time() + 0.4
+    while time.thread_time() < t:
+        pass
+    time.sleep(30)
+
+threading.Thread(target=spin).start()
+time.sleep(30)
+"""
+
+
+def test_the_cpu_of_each_thread_is_counted_apart() -> None:
+    from bench.serving import thread_seconds
+
+    proc = subprocess.Popen([sys.executable, "-c", _SPINNER])
+    try:
+        per_thread: dict = {}
+        for _ in range(50):
+            per_thread = thread_seconds([proc.pid])
+            if max(per_thread.values(), default=0) >= 0.35:  # /proc counts in ticks
+                break
+            time.sleep(0.1)
+        busiest = sorted(per_thread.values(), reverse=True)
+        assert len(busiest) >= 2 and busiest[0] >= 0.35 and busiest[1] < 0.2
+        assert all(pid == proc.pid for pid, _ in per_thread)
+    finally:
+        proc.kill()
+        proc.wait()
