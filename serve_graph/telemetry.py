@@ -24,6 +24,7 @@ application as tags. Outside a Serve replica (the single-process server) they ar
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import os
 import re
@@ -306,11 +307,29 @@ class DecisionMetrics:
             return
         for stage, ms in stage_ms.items():
             self.stage_latency.observe(ms, tags={"stage": stage})
+        # one increment per distinct tag set of the batch, not one per decision: a shed
+        # batch is a hundred decisions with one set of tags
+        decided, degraded = tally(responses)
+        for (action, region, rung), n in decided.items():
+            self.decisions.inc(n, tags={"action": action, "region": region, "rung": rung})
+        for (region, rung, reason), n in degraded.items():
+            self.degraded.inc(n, tags={"region": region, "rung": rung, "reason": reason})
         for r in responses:
-            degraded = r.get("degraded")
-            rung = str(degraded["rung"]) if degraded else "1"
-            self.decisions.inc(tags={"action": r["action"], "region": r["region"], "rung": rung})
-            if degraded:
-                reason = str(degraded.get("reason") or "unknown").split(":")[0]
-                self.degraded.inc(tags={"region": r["region"], "rung": rung, "reason": reason})
             self.decision_latency.observe(r["latency_ms"], tags={"region": r["region"]})
+
+
+def tally(
+    responses: Sequence[dict[str, Any]],
+) -> tuple[collections.Counter[tuple[str, str, str]], collections.Counter[tuple[str, str, str]]]:
+    """Decisions by (action, region, rung) and degraded ones by (region, rung, reason): the
+    reason's kind, the part before its first colon (its details vary per batch)."""
+    decided: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    degraded: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for r in responses:
+        how = r.get("degraded")
+        rung = str(how["rung"]) if how else "1"
+        decided[(r["action"], r["region"], rung)] += 1
+        if how:
+            reason = str(how.get("reason") or "unknown").split(":")[0]
+            degraded[(r["region"], rung, reason)] += 1
+    return decided, degraded

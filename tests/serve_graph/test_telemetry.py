@@ -114,3 +114,23 @@ def test_an_unknown_exporter_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkinish")
     with pytest.raises(RuntimeError, match="otlp, console or none"):
         Tracing("x")
+
+
+def test_a_batch_of_decisions_is_counted_per_distinct_tag_set() -> None:
+    from serve_graph.telemetry import tally
+
+    full = {"action": "approve", "region": "us-east", "degraded": None}
+    shed = {
+        "action": "step_up",
+        "region": "us-east",
+        "degraded": {"rung": 4, "reason": "overload: admission (80 ms queued)"},
+    }
+    other = dict(shed, degraded={"rung": 4, "reason": "overload: admission (95 ms queued)"})
+    decided, degraded = tally([full, shed, other, full, dict(shed, action="block")])
+    assert decided == {
+        ("approve", "us-east", "1"): 2,
+        ("step_up", "us-east", "4"): 2,
+        ("block", "us-east", "4"): 1,
+    }
+    assert degraded == {("us-east", "4", "overload"): 3}  # the reason's kind, not details
+    assert tally([]) == ({}, {})
