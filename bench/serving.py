@@ -506,7 +506,7 @@ def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[
     # Redis, the disk), not computes
     s["server_busiest_threads_cores"] = [round(t / elapsed, 3) for t in by_thread[:3]]
     s["server_cpu_s"] = round(spent["server"], 3)
-    s["server_cores"] = round(spent["server"] / seconds, 3)
+    s["server_cores"] = round(spent["server"] / elapsed, 3)
     s["server_cpu_ms_per_answer"] = round(1000 * spent["server"] / s["ok"], 4) if s["ok"] else None
     ticks = max(1, busy_after[1] - busy_before[1])
     machine = (busy_after[0] - busy_before[0]) / ticks * (os.cpu_count() or 1)

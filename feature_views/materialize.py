@@ -24,11 +24,6 @@ from feature_views.tables import count_attempts, iter_attempt_partitions, read_l
 BATCH = 2_000
 
 
-def _flush(store: OnlineFeatureStore, ops: list[Update]) -> int:
-    """Run queued updates in one round trip; returns how many were applied (not dupes)."""
-    return sum(store.apply(ops))
-
-
 def load_frames(
     store: OnlineFeatureStore,
     parts: Any,
@@ -54,10 +49,10 @@ def load_frames(
             ops.append((keys, argv))
             entity_updates += len(keys) - 1
             if len(ops) >= BATCH:
-                applied += _flush(store, ops)
+                applied += sum(store.apply(ops))
                 ops = []
         if ops:
-            applied += _flush(store, ops)
+            applied += sum(store.apply(ops))
         attempts += len(part)
         bar.update(len(part))
         end = int(part["event_time"].astype("int64").max())
@@ -67,7 +62,7 @@ def load_frames(
             for r in label_rows[taken:upto]
         ]
         for i in range(0, len(label_ops), BATCH):
-            labels_applied += _flush(store, label_ops[i : i + BATCH])
+            labels_applied += sum(store.apply(label_ops[i : i + BATCH]))
         entity_updates += sum(len(k) - 1 for k, _ in label_ops)
         taken = upto
     bar.close()

@@ -411,7 +411,7 @@ class OnlineFeatureStore:
         or not that update was applied before. Returns, per update, whether it was new.
         """
         calls = [
-            self.pack(updates[i : i + self.APPLY_CHUNK], decisions[i : i + self.APPLY_CHUNK])
+            self._pack(updates[i : i + self.APPLY_CHUNK], decisions[i : i + self.APPLY_CHUNK])
             for i in range(0, len(updates), self.APPLY_CHUNK)
         ]
 
@@ -426,7 +426,7 @@ class OnlineFeatureStore:
         return [bool(x) for reply in self._scripted("write", send) for x in reply]
 
     @staticmethod
-    def pack(
+    def _pack(
         updates: Sequence[Update], decisions: Sequence[tuple[str, str]] = ()
     ) -> tuple[list[str], list[str]]:
         """KEYS and ARGV of one apply-script call: two arguments an update, not ~80.
