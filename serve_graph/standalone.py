@@ -27,13 +27,14 @@ from serve_graph.pipeline import DecisionPipeline
 
 def health_of(pipeline: DecisionPipeline) -> dict[str, Any]:
     champion = pipeline.scorer.champion
+    error = getattr(pipeline.scorer, "load_error", None)  # a registry change that failed
     return {
         "status": "ok",
         "region": pipeline.region.name,
         "model_version": getattr(champion, "version", champion),
         "policy_version": pipeline.policy.version,
         "online_store": "up" if pipeline.features.available() else "down (fallback)",
-    }
+    } | ({"model_load_error": error} if error else {})
 
 
 def create_app(
