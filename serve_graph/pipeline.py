@@ -630,27 +630,32 @@ class DecisionPipeline:
         """Shadow challenger and shadow policies: evaluated, logged, never enforced."""
         if not self.shadow_scorer.has_shadow() and not self.policy.shadows:
             return
-        entries = []
         policies = self.policy.evaluate_shadows([dict(r) for r in records])
+        # the features as served, not re-read; a decision made without them (the store
+        # down: request-time features only) has none for the challenger, and only it
         served = [self._served.pop(d["decision_id"], None) for d in responses]
-        scores = None
-        if self.shadow_scorer.has_shadow() and all(v is not None for v in served):
-            scores = self.shadow_scorer.score_shadow(served)  # features as served, not re-read
-        for i, d in enumerate(responses):
-            entries.append(
-                {
-                    "type": "shadow",
-                    "decision_id": d["decision_id"],
-                    "shadow_model": None if scores is None else scores[1],
-                    "shadow_fraud_probability": None
-                    if scores is None
-                    else round(float(scores[0][i]), 6),
-                    "shadow_policies": policies[i],
-                }
-            )
+        have = [i for i, v in enumerate(served) if v is not None]
+        scored: dict[int, float] = {}
+        model = None
+        if have and self.shadow_scorer.has_shadow():
+            found = self.shadow_scorer.score_shadow([served[i] for i in have])
+            if found is not None:
+                p, model = found
+                scored = {i: round(float(p[k]), 6) for k, i in enumerate(have)}
+        entries = [
+            {
+                "type": "shadow",
+                "decision_id": d["decision_id"],
+                "shadow_model": model if i in scored else None,
+                "shadow_fraud_probability": scored.get(i),
+                "shadow_policies": policies[i],
+            }
+            for i, d in enumerate(responses)
+        ]
         self.log.append(entries)
 
     def close(self) -> None:
         """Seal the open log segment (its count and final hash mark a clean end) and close."""
         self.log.seal()
         self.log.close()
+        getattr(self.scorer, "close", lambda: None)()  # its registry watcher
