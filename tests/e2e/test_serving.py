@@ -358,7 +358,7 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
     reg = Registry(serving["registry"])
     other = _second_version(serving["registry"])
     key, rows = dev_key(), serving["window"].iloc[300:].to_dict("records")
-    seen, statuses, failures = set(), [], []
+    seen, statuses, failures, degraded = set(), [], [], []
     stop = threading.Event()
 
     def traffic() -> None:
@@ -372,6 +372,8 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
             statuses.append(s)
             if s == 200:
                 seen.add(b["model_version"])
+                if b["degraded"] is not None:
+                    degraded.append((b["model_version"], b["degraded"]))
             else:
                 failures.append((s, b))
             i += 1
@@ -386,7 +388,9 @@ def test_promotion_takes_effect_without_dropping_a_request(serving, trained) -> 
     stop.set()
     t.join()
     assert statuses and not failures, failures[:3]
-    assert {"v1", other} <= {v.split("/")[0] for v in seen}
+    # a swap must never fail scoring (the store may time out on a busy machine: rung 3)
+    assert not [d for _, d in degraded if "scorer" in d["reason"]], degraded[:3]
+    assert {"v1", other} <= {v.split("/")[0] for v in seen if v is not None}, degraded[:3]
 
 
 def test_shadow_challenger_is_scored_off_the_critical_path_and_logged(serving) -> None:
@@ -394,28 +398,49 @@ def test_shadow_challenger_is_scored_off_the_critical_path_and_logged(serving) -
 
     reg = Registry(serving["registry"])
     reg.set_stage(_second_version(serving["registry"]), "shadow", "e2e shadow")
-    time.sleep(1.5)
-    ids = []
-    for i, rec in enumerate(serving["window"].iloc[600:610].to_dict("records")):
-        status, body, _ = post(
-            serving["url"],
-            as_body(rec) | {"transaction_id": f"shadow-{i}-{time.time()}"},
-            dev_key(),
-        )
-        assert status == 200 and body["model_version"] == "v1"  # the champion decides
-        ids.append(body["decision_id"])
-    deadline = time.monotonic() + 15
+    key, window = dev_key(), serving["window"]
+
+    def shadows_of(ids: list[str], wait_s: float) -> dict[str, dict]:
+        deadline, found = time.monotonic() + wait_s, {}
+        while time.monotonic() < deadline:
+            found = {
+                r["decision_id"]: r
+                for r in iter_records(serving["log_dir"])
+                if r.get("type") == "shadow" and r["decision_id"] in ids
+            }
+            if len(found) == len(ids):
+                break
+            time.sleep(0.2)
+        return found
+
+    # the replicas pick the challenger up from the registry within seconds, unasked
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        shadows = {
-            r["decision_id"]: r
-            for r in iter_records(serving["log_dir"])
-            if r.get("type") == "shadow"
-        }
-        if all(i in shadows for i in ids):
+        _, body, _ = post(
+            serving["url"],
+            as_body(window.iloc[599].to_dict()) | {"transaction_id": f"sp-{time.time()}"},
+            key,
+        )
+        probe = shadows_of([body["decision_id"]], 3).get(body["decision_id"], {})
+        if probe.get("shadow_model") == "v1-hot-swap":
             break
-        time.sleep(0.5)
-    assert all(shadows[i]["shadow_model"] == "v1-hot-swap" for i in ids)
-    assert all(0 <= shadows[i]["shadow_fraud_probability"] <= 1 for i in ids)
+    ids, with_features = [], []
+    for i, rec in enumerate(window.iloc[600:610].to_dict("records")):
+        status, body, _ = post(
+            serving["url"], as_body(rec) | {"transaction_id": f"shadow-{i}-{time.time()}"}, key
+        )
+        assert status == 200, body
+        version, degraded = body["model_version"], body["degraded"] or {}
+        # the champion decides (rules alone, no model, if the decision had to be shed)
+        assert version in ("v1", "v1/fallback") or degraded.get("rung") == 4, body
+        ids.append(body["decision_id"])
+        if version == "v1":  # decided on the store's features: the challenger scores them
+            with_features.append(body["decision_id"])
+    shadows = shadows_of(ids, 15)
+    assert set(shadows) == set(ids)  # every decision is shadowed (policies at least)
+    assert with_features, "no decision of ten read the online store"
+    assert all(shadows[i]["shadow_model"] == "v1-hot-swap" for i in with_features)
+    assert all(0 <= shadows[i]["shadow_fraud_probability"] <= 1 for i in with_features)
 
 
 def test_client_fails_over_and_falls_back_to_the_fail_safe(serving, tmp_path) -> None:
