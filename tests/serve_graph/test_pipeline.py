@@ -296,3 +296,39 @@ def test_a_decision_degraded_twice_logs_both_reasons(trained, registry_root, tmp
     assert d["degraded"]["rung"] == 4 and reason.startswith("scorer: TimeoutError; "), reason
     assert "online store" in reason, reason
     assert find(p.log_root, d["decision_id"])["degraded"]["reason"] == reason
+
+
+def test_the_challenger_scores_every_decision_served_with_features(
+    trained, registry_root, redis_url, tmp_path
+) -> None:
+    """One decision of an after-work batch made without the store's features (request-time
+    ones only, the store down) gets no challenger score; the others still do."""
+    import json
+    import shutil
+
+    from serve_graph.decision_log import iter_records
+
+    root = tmp_path / "models"
+    shutil.copytree(registry_root / "v1", root / "v1")
+    shutil.copytree(registry_root / "v1", root / "v2")
+    meta = root / "v2" / "metadata.json"
+    meta.chmod(0o644)
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"version": "v2"}))
+    Registry(root).set_stage("v2", "shadow", "challenger")
+    p = _pipeline(root, redis_url, tmp_path / "log")
+    try:
+        assert p.scorer.has_shadow()
+        records = [_record(), _record(), _record()]
+        responses = p.decide(records, [time.monotonic()] * 3)
+        assert all(r["degraded"] is None for r in responses)
+        p._served.pop(responses[1]["decision_id"])  # as if decided at rung 3
+        p.after(records, responses)
+    finally:
+        p.close()
+    shadows = {
+        r["decision_id"]: r for r in iter_records(tmp_path / "log") if r.get("type") == "shadow"
+    }
+    first, second, third = (shadows[r["decision_id"]] for r in responses)
+    assert first["shadow_model"] == third["shadow_model"] == "v2"
+    assert 0 <= first["shadow_fraud_probability"] <= 1
+    assert second["shadow_model"] is None and second["shadow_fraud_probability"] is None
