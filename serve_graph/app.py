@@ -110,16 +110,14 @@ class MicroBatcher:
     every few ms while requests arrive (smoothed: a single pause is not an overload) --
     and turns arrivals away while that exceeds `admit_wait_ms` too.
 
-    Only a standing queue or lag turns arrivals away (`admit_interval_ms`, after CoDel):
-    the wait or the lag must have stayed above `admit_wait_ms` that long, or arrivals must
-    have been turned away within the last `resume_within_s` (an overload that paused). A
-    single stall of the replica (descheduled, a slow syscall, a model promotion parsing
-    its files under the interpreter lock) leaves a backlog that the next batch or two
+    Only a standing queue turns arrivals away (`admit_interval_ms`, after CoDel): the wait
+    must have stayed above `admit_wait_ms` that long, or arrivals must have been turned
+    away within the last `resume_within_s` (an overload that paused). A single stall of
+    the replica (descheduled, a slow syscall) leaves a backlog that the next batch or two
     clear; turning arrivals away on it degraded decisions at 70% load that the full path
     would have answered well inside the budget (5 of a 15 s hold's 21 degraded decisions,
-    all answered in 15 ms), and one stall of the lag probe sent a promotion's next
-    decision to rules only. Under a real overload the queue stays long and the loop
-    stays late, and shedding starts one interval later.
+    all answered in 15 ms). Under a real overload the queue stays long, and shedding
+    starts one interval later.
     """
 
     # after turning arrivals away, a queue over the limit sheds again at once for this long
@@ -154,9 +152,7 @@ class MicroBatcher:
         self.backlog_batch = max_batch * backlog_factor
         self.admit_wait_s = None if admit_wait_ms is None else admit_wait_ms / 1000
         self.admit_interval_s = admit_interval_ms / 1000
-        # since when the full path's wait ("wait") and the loop's lag ("lag") have
-        # exceeded the limit (None: they have not)
-        self._above_since: dict[str, float | None] = {"wait": None, "lag": None}
+        self._above_since: float | None = None  # since when the wait has exceeded the limit
         self._turned_away_at = float("-inf")
         self.queue: asyncio.Queue | None = None
         self.shed_queue: asyncio.Queue | None = None
@@ -189,9 +185,8 @@ class MicroBatcher:
         lag = self.current_lag()
         self._probe_lag(loop)
         waited = self.full_path_wait()
-        standing = self._standing("wait", waited)
-        lagging = self._standing("lag", lag)
-        if standing or lagging:
+        standing = self._standing(waited)
+        if standing or (self.admit_wait_s is not None and lag > self.admit_wait_s):
             self.turned_away += 1
             self._turned_away_at = time.monotonic()
             if standing:
@@ -203,18 +198,16 @@ class MicroBatcher:
             await self.queue.put(item)
         return await fut
 
-    def _standing(self, signal: str, value: float) -> bool:
-        """Whether `value` of `signal` (the full path's wait, or the loop's lag) has stood
-        above `admit_wait_ms` long enough to shed on."""
-        if self.admit_wait_s is None or value <= self.admit_wait_s:
-            self._above_since[signal] = None
+    def _standing(self, waited: float) -> bool:
+        """Whether the full path's wait, `waited`, is a standing queue to shed from."""
+        if self.admit_wait_s is None or waited <= self.admit_wait_s:
+            self._above_since = None
             return False
         now = time.monotonic()
-        since = self._above_since[signal]
-        if since is None:
-            since = self._above_since[signal] = now
+        if self._above_since is None:
+            self._above_since = now
         return (
-            now - since >= self.admit_interval_s
+            now - self._above_since >= self.admit_interval_s
             or now - self._turned_away_at < self.resume_within_s
         )
 
