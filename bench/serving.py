@@ -323,11 +323,19 @@ def main(argv: list[str] | None = None) -> None:
         help="the stages the graph runs as deployments of their own, comma-separated "
         "(default: the hops of configs/serve/graph.yaml)",
     )
+    parser.add_argument(
+        "--fused-max-rps",
+        type=float,
+        help="hold the fused mode at 70%% and 2x of this rate instead of searching for its "
+        "maximum: two revisions compared at the same offered rates on a noisy machine",
+    )
     parser.add_argument("--only", choices=TOPOLOGIES, action="append", help="repeatable")
     parser.add_argument("--name", default="serving", help="results file name")
     args = parser.parse_args(argv)
     if args.days < 30 or args.tx_per_day < 100 or args.step_seconds <= 0 or args.factor <= 1:
         parser.error("need --days >= 30, --tx-per-day >= 100, --step-seconds > 0, --factor > 1")
+    if args.fused_max_rps is not None and args.fused_max_rps <= 0:
+        parser.error("--fused-max-rps must be positive")
     from serve_graph.deployments import GRAPH_HOPS, graph_hops
 
     try:
@@ -370,6 +378,14 @@ def main(argv: list[str] | None = None) -> None:
             body = bodies(attempts, f"{name}-{run_id}")
             log(f"{name}: {urls[name]}")
             warm(urls[name], key, body)
+            if name == "fused" and args.fused_max_rps is not None:
+                log(f"  maximum given, not searched: {args.fused_max_rps:.0f}/s")
+                results["topologies"][name] = {
+                    "max_rps": args.fused_max_rps,
+                    "given": True,
+                    "steps": [],
+                }
+                continue
             best, steps = asyncio.run(
                 find_max(urls[name], key, body, 50, args.factor, args.step_seconds, log)
             )
