@@ -141,8 +141,12 @@ class MicroBatcher:
         in_flight: int = 2,
         admit_wait_ms: float | None = None,
         admit_interval_ms: float = 0.0,
+        on_abandoned: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_abandoned(n)`: told of each `n` requests dropped because their client left
+        (a replica counts them as a metric)."""
         self.run, self.after = run, after
+        self.on_abandoned = on_abandoned
         # a coroutine `run` decides on the event loop (DecisionPipeline.decide_async); a
         # blocking one in a worker thread (a pipeline with remote stages)
         self._inline = inspect.iscoroutinefunction(run)
@@ -310,7 +314,10 @@ class MicroBatcher:
         # own timeouts. Its attempt is not counted either: the checkout's retry, here or in
         # another region, is the attempt that gets decided and counted.
         live = [i for i in items if not i[3].done()]
-        self.abandoned += len(items) - len(live)
+        if len(live) < len(items):
+            self.abandoned += len(items) - len(live)
+            if self.on_abandoned is not None:
+                self.on_abandoned(len(items) - len(live))
         if not live:
             return
         items = live

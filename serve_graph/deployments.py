@@ -112,6 +112,7 @@ class _Ingress:
             in_flight=self.in_flight,
             admit_wait_ms=region.admit_wait_ms,
             admit_interval_ms=region.admit_interval_ms,
+            on_abandoned=lambda n: pipeline.metrics.record_abandoned(n, region.name),
         )
         _REPLICA = self
 

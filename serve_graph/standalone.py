@@ -61,6 +61,7 @@ def create_app(
         config.batch_wait_ms,
         admit_wait_ms=config.admit_wait_ms,
         admit_interval_ms=config.admit_interval_ms,
+        on_abandoned=lambda n: pipeline.metrics.record_abandoned(n, config.name),
     )
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:

@@ -288,6 +288,12 @@ class DecisionMetrics:
             description="Decisions off the full path, by rung and reason.",
             tag_keys=("region", "rung", "reason"),
         )
+        self.abandoned = Counter(
+            "checkout_risk_abandoned_requests",
+            description="Requests whose client left before their batch ran: not decided, "
+            "not logged, not counted as attempts (the client's retry is).",
+            tag_keys=("region",),
+        )
         self.stage_latency = Histogram(
             "checkout_risk_stage_latency_ms",
             description="Wall time of one stage for one micro-batch.",
@@ -316,6 +322,10 @@ class DecisionMetrics:
             self.degraded.inc(n, tags={"region": region, "rung": rung, "reason": reason})
         for r in responses:
             self.decision_latency.observe(r["latency_ms"], tags={"region": r["region"]})
+
+    def record_abandoned(self, n: int, region: str) -> None:
+        if self.enabled:
+            self.abandoned.inc(n, tags={"region": region})
 
 
 def tally(

@@ -315,7 +315,11 @@ def test_a_coroutine_run_decides_on_the_event_loop() -> None:
 
 def test_a_request_whose_client_left_is_not_decided() -> None:
     rec = Recorder(run_s=0.05)
-    b = MicroBatcher(rec.run, rec.after, max_batch=1, wait_ms=0, backlog_factor=1, in_flight=1)
+    counted: list[int] = []
+    b = MicroBatcher(
+        rec.run, rec.after, max_batch=1, wait_ms=0, backlog_factor=1, in_flight=1,
+        on_abandoned=counted.append,
+    )  # fmt: skip
 
     async def scenario() -> list:
         first = asyncio.ensure_future(b.submit({"id": "a"}, time.monotonic(), None))
@@ -330,4 +334,4 @@ def test_a_request_whose_client_left_is_not_decided() -> None:
     assert a["id"] == "a" and c["id"] == "c"
     assert isinstance(b_out, asyncio.CancelledError)
     assert [i for batch in rec.batches for i in batch] == ["a", "c"]
-    assert b.abandoned == 1
+    assert b.abandoned == 1 and counted == [1]  # the replica's metric hears of it
