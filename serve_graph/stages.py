@@ -241,13 +241,13 @@ class Scorer:
     by reference: requests in flight finish on the model they started with, none is
     dropped, and none waits for a load. Loading inline, in the first request that noticed,
     cost it and every request queued behind it on the event loop the whole load (two
-    CatBoost files; tens of ms on a 2-core machine), which pushed a promotion's first
-    decisions down to rules only; and a shadow deployment asked "do you hold a
-    challenger?" answered no until some request had paid for its load. CatBoost parses a
-    model holding the interpreter lock, so a load still pauses the replica's other threads
-    for the parse (7-17 ms here for a 1.3 MB model and its 7.4 MB fallback), once per
-    promotion; admission does not take one such pause for an overload
-    (`MicroBatcher`).
+    CatBoost files), which on a busy CI machine pushed a promotion's next decision down to
+    rules only; and a shadow deployment asked "do you hold a challenger?" answered no
+    until some request had paid for its load. CatBoost parses a model holding the
+    interpreter lock, so a load still pauses the replica's other threads for the parse
+    (7-17 ms here for a 1.3 MB model and its 7.4 MB fallback, more on a slower machine),
+    once per promotion: admission's smoothed event-loop lag moves by a quarter of such a
+    pause (`MicroBatcher`).
 
     A registry or version that cannot be loaded keeps the versions in use and says so in
     `load_error` (the health check shows it); that registry state is not retried, the next
