@@ -156,7 +156,8 @@ def test_graph_topology_decides_like_the_fused_one(serving) -> None:
 
     The ingress warmed every hop before its health check first passed (the fixture waited
     for it). A hop that misses its share of the deadline degrades that decision to rules
-    only (rung 4) instead of failing it, which is what an overloaded graph shows.
+    only (rung 4) instead of failing it, which is what an overloaded graph shows; a store
+    read over its 25 ms (a busy machine) to request-time features (rung 3).
     """
     req = urllib.request.Request(f"{serving['graph']}/healthz", headers={"X-API-Key": dev_key()})
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -168,7 +169,8 @@ def test_graph_topology_decides_like_the_fused_one(serving) -> None:
         body = as_body(rec) | {"transaction_id": f"g-{rec['transaction_id']}-{time.time()}"}
         status, out, _ = post(serving["graph"], body, dev_key())
         assert status == 200 and out["action"] in ("approve", "step_up", "block")
-        assert out["degraded"] is None or out["degraded"]["rung"] == 4, out["degraded"]
+        # a late hop: rules only (4); the store's 25 ms missed on a busy machine: rung 3
+        assert out["degraded"] is None or out["degraded"]["rung"] in (3, 4), out["degraded"]
         outs.append(out)
     warm = outs[10:]
     full = [o for o in warm if o["degraded"] is None]
