@@ -18,6 +18,7 @@ mistake is not reflected into client or proxy logs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
 import inspect
@@ -68,6 +69,20 @@ class Decision(pydantic.BaseModel):
     latency_ms: float
     trace_id: str | None = None
     idempotent_replay: bool = False
+
+
+def detached_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task:
+    """A task that outlives the request that starts it, run outside that request.
+
+    A task inherits the context of the code that creates it, and Ray Serve keeps the
+    current request in a context variable: a handle call made from such a task is
+    registered as a child of that request and cancelled when the request is. So the
+    batcher's workers, started by the first request a replica receives, made every hop of
+    every later batch a child of that first request, and the graph's warm-up, started by a
+    health check, lost its hops when the checker gave up after 2 s on a busy machine: the
+    warm-up ended after the feature hop, with no model version. Work done on behalf of
+    many requests belongs to none of them."""
+    return loop.create_task(coro, context=contextvars.Context())
 
 
 def freeze_startup_heap() -> None:
@@ -183,7 +198,7 @@ class MicroBatcher:
             self._slots = asyncio.Semaphore(self.in_flight)
             # the old loop's lag says nothing of this one, and its pending probe never fires
             self._probing, self.loop_lag, self._lag_at = False, 0.0, 0.0
-            self._workers = [loop.create_task(self._loop()), loop.create_task(self._shed_loop())]
+            self._workers = [detached_task(loop, w()) for w in (self._loop, self._shed_loop)]
         fut = loop.create_future()
         item = (record, arrived, trace, fut)
         lag = self.current_lag()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from serve_graph.app import MicroBatcher, build_app, freeze_startup_heap
+from serve_graph.app import MicroBatcher, build_app, detached_task, freeze_startup_heap
 from serve_graph.config import load_region, publish_outbox
 from serve_graph.pipeline import (
     BATCH_DEADLINE,
@@ -537,7 +537,7 @@ class GraphIngress(_Ingress):
         and a combine.
         """
         if self._warming is None:
-            self._warming = asyncio.get_running_loop().create_task(self._warm_hops())
+            self._warming = detached_task(asyncio.get_running_loop(), self._warm_hops())
         done, _ = await asyncio.wait({self._warming}, timeout=self.warm_wait_s)
         return self.warm_up_ms if done else None
 

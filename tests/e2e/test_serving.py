@@ -23,7 +23,16 @@ from serve_graph.decision_log import verify
 from serve_graph.pipeline import region_store_url
 from serve_graph.replay import replay
 from tests.support.otlp import OtlpReceiver
-from tests.support.serving import BASE, app_spec, as_body, deploy, load_history, post, shutdown
+from tests.support.serving import (
+    BASE,
+    app_spec,
+    app_status,
+    as_body,
+    deploy,
+    load_history,
+    post,
+    shutdown,
+)
 from trainers.registry import Registry
 
 
@@ -233,6 +242,38 @@ def test_a_trace_through_the_graph_has_a_span_per_stage_under_the_right_parent(
         assert servers[0].instance != root.instance  # recorded by the stage's own replica
 
 
+def _app_running(name: str, timeout_s: float) -> None:
+    """Until Serve reports the application RUNNING: its replicas are constructed, and the
+    health route's warm-up starts with the first check that reaches them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if app_status(name) == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"application {name} is not RUNNING")
+
+
+def _health_checks_that_give_up(url: str, timeout_s: float) -> int:
+    """Health checks that leave after 20 ms, as a checker's own timeout does on a busy
+    machine, until five in a row have gone unanswered (the replica holding them while its
+    hops warm up) or one is answered. Serve cancels a request whose client left, with the
+    handle calls made under it; the warm-up that the first of them started must not go with
+    it. Returns how many went unanswered."""
+    deadline, unanswered, in_a_row = time.monotonic() + timeout_s, 0, 0
+    while time.monotonic() < deadline and in_a_row < 5:
+        req = urllib.request.Request(f"{url}/healthz", headers={"X-API-Key": dev_key()})
+        try:
+            with urllib.request.urlopen(req, timeout=0.02) as resp:
+                resp.read()
+                return unanswered  # answered: the warm-up is over
+        except urllib.error.HTTPError:  # HAProxy does not route to the replica yet
+            in_a_row = 0
+        except (TimeoutError, OSError):
+            unanswered, in_a_row = unanswered + 1, in_a_row + 1
+        time.sleep(0.1)
+    return unanswered
+
+
 def test_a_graph_with_fewer_hops_runs_the_other_stages_in_its_ingress(serving) -> None:
     """`hops: [features, scorer]`: two deployments besides the ingress, which evaluates the
     policy and combines in process. Its decisions are the full path's, its health names
@@ -258,6 +299,8 @@ def test_a_graph_with_fewer_hops_runs_the_other_stages_in_its_ingress(serving) -
     try:
         from serve_graph.deployments import wait_ready
 
+        _app_running("e2e-graph2", 240)
+        gave_up = _health_checks_that_give_up(url, timeout_s=60)
         wait_ready(url, dev_key(), 240)
         req = urllib.request.Request(f"{url}/healthz", headers={"X-API-Key": dev_key()})
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -265,7 +308,7 @@ def test_a_graph_with_fewer_hops_runs_the_other_stages_in_its_ingress(serving) -
         assert health["topology"] == "graph" and set(health["warm_up_ms"]) == {
             "features",
             "score",
-        }, health
+        }, (health, f"{gave_up} health checks gave up")
         outs = []
         for rec in serving["window"].iloc[100:130].to_dict("records"):
             body = as_body(rec) | {"transaction_id": f"g2-{rec['transaction_id']}-{time.time()}"}

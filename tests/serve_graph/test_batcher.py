@@ -335,3 +335,50 @@ def test_a_request_whose_client_left_is_not_decided() -> None:
     assert isinstance(b_out, asyncio.CancelledError)
     assert [i for batch in rec.batches for i in batch] == ["a", "c"]
     assert b.abandoned == 1 and counted == [1]  # the replica's metric hears of it
+
+
+def _serve_request(request_id: str) -> None:
+    """What Ray Serve sets in a replica while it handles a request: its id, and that the
+    handle calls made under it are its children, cancelled with it."""
+    from ray.serve.context import _RequestContext, _serve_request_context
+
+    _serve_request_context.set(
+        _RequestContext(_internal_request_id=request_id, cancel_on_parent_request_cancel=True)
+    )
+
+
+def _parent_request() -> str | None:
+    from ray.serve.context import _serve_request_context
+
+    current = _serve_request_context.get()
+    return current._internal_request_id if current is not None else None
+
+
+def test_batches_run_outside_the_request_that_started_the_batcher() -> None:
+    """The first request a replica receives starts the batcher's workers. Its hops must
+    not become that request's children: Serve cancels the children of a request whose
+    client left, and every batch after it would lose its in-flight hops then."""
+    rec = Recorder()
+    parents: list[str | None] = []
+
+    async def run(records, arrived, traces, shed=None):
+        parents.append(_parent_request())
+        return rec.run(records, arrived, traces, shed)
+
+    def after(records, results) -> None:
+        parents.append(_parent_request())
+
+    async def request(b: MicroBatcher, i: int) -> dict:
+        _serve_request(f"request-{i}")
+        return await b.submit({"id": str(i)}, time.monotonic(), None)
+
+    async def main() -> list:
+        b = MicroBatcher(run, after, max_batch=2, wait_ms=1)
+        out = [await request(b, 0)]  # the first request starts the workers
+        out += await asyncio.gather(*(request(b, i) for i in range(1, 6)))
+        await asyncio.sleep(0.05)  # the after-work
+        return out
+
+    out = asyncio.run(main())
+    assert [o["id"] for o in out] == [str(i) for i in range(6)]
+    assert len(parents) >= 3 and set(parents) == {None}, parents

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from serve_graph.decisioning import DEFAULT_COSTS
 from serve_graph.deployments import (
     GraphIngress,
     RemoteShadowScorer,
@@ -16,6 +18,8 @@ from serve_graph.deployments import (
     graph_hops,
     hop_deployments,
 )
+from serve_graph.policy import CHAMPION_POLICY
+from serve_graph.stages import DecisionCombiner, FeatureBatch, PolicyEngine
 
 
 class _Counting(RemoteShadowScorer):
@@ -133,3 +137,55 @@ def test_a_warm_up_that_raises_still_ends_with_what_it_measured() -> None:
     warm = asyncio.run(ingress.warmed())
     assert warm is not None and set(warm) == {"features"}, warm
     assert features.calls == ["lookup"] and later.calls == []
+
+
+class _Watching(_Answering):
+    """A hop that records the Serve request its call would be a child of."""
+
+    async def _request(self, method: str, args: tuple, kwargs: dict):
+        from ray.serve.context import _serve_request_context
+
+        current = _serve_request_context.get()
+        self.parents.append(current._internal_request_id if current else None)
+        await asyncio.sleep(0.05)  # the first call of a handle looks up its replicas
+        return await super()._request(method, args, kwargs)
+
+
+def test_the_warm_up_outlives_the_health_check_that_started_it() -> None:
+    """A health check on a busy machine gives up after its own timeout, and Serve cancels
+    a request whose client left, with its children. The warm-up it started runs on, and
+    its hops are nobody's children: each hop is warmed and the model version is known."""
+    from ray.serve.context import _RequestContext, _serve_request_context
+
+    ingress = object.__new__(GraphIngress.func_or_class)
+    ingress.warm_up_ms, ingress._warming = None, None
+    features = _Watching(FeatureBatch(None, None))
+    scorer = _Watching((np.array([0.1]), "v7/main"))
+    for hop in (features, scorer):
+        hop.parents = []
+    ingress.pipeline = SimpleNamespace(
+        region=SimpleNamespace(name="us-east"),
+        features=features,
+        policy=PolicyEngine(CHAMPION_POLICY),
+        scorer=scorer,
+        combiner=DecisionCombiner(DEFAULT_COSTS, 500.0),
+    )
+
+    async def health_check() -> dict | None:
+        _serve_request_context.set(
+            _RequestContext(_internal_request_id="check-1", cancel_on_parent_request_cancel=True)
+        )
+        return await ingress.warmed()
+
+    async def main() -> dict | None:
+        check = asyncio.ensure_future(health_check())
+        await asyncio.sleep(0.01)
+        check.cancel()  # the checker left
+        await asyncio.gather(check, return_exceptions=True)
+        await asyncio.sleep(0.2)
+        return await ingress.warmed()
+
+    warm = asyncio.run(main())
+    assert warm is not None and set(warm) == {"features", "score"}, warm
+    assert features.parents == [None] and scorer.parents == [None]
+    assert ingress.pipeline.scorer.champion == "v7"

@@ -131,6 +131,19 @@ def deploy(apps: list[dict[str, Any]], path: Path) -> None:
     )
 
 
+def app_status(name: str) -> str | None:
+    """An application's status in `serve status` (RUNNING, DEPLOYING, ...), None if absent."""
+    result = subprocess.run(
+        [serve_cli(), "status", "--address", cluster.JOBS_URL],
+        env=cluster.ray_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    apps = (yaml.safe_load(result.stdout) or {}).get("applications") or {}
+    return (apps.get(name) or {}).get("status")
+
+
 def shutdown() -> None:
     subprocess.run(
         [serve_cli(), "shutdown", "--yes", "--address", cluster.JOBS_URL],
