@@ -3,9 +3,10 @@
 One FastAPI app serves both the single-process deployment (uvicorn) and Ray Serve's
 ingress. Requests are validated against the data contract (422 with field errors), need an
 API key (401 otherwise; compared in constant time), and are gathered into micro-batches
-that run the pipeline in a worker thread, so the event loop never blocks on Redis or
-CatBoost. Admin operations (reload, promote, rollback) are not routes of this app: they go
-through the CLI and the registry file, never the public endpoint.
+(`MicroBatcher`), which the pipeline decides on the event loop, yielding between stages so
+that new requests are read meanwhile. Admin operations (reload, promote, rollback) are
+not routes of this app: they go through the CLI and the registry file, never the public
+endpoint.
 
 Every route needs the key, the schema too: ``/openapi.json`` and ``/docs`` (Swagger UI with
 the schema inlined, since a browser cannot add the key header to the schema fetch);
