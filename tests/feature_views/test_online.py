@@ -230,3 +230,67 @@ def test_a_field_holding_the_packing_separator_is_refused_before_anything_is_sen
 def test_an_unknown_op_is_an_error_not_a_silent_skip(store) -> None:
     with pytest.raises(StoreUnavailable, match="unknown op"):
         store.apply([([f"{store.ns}:g:tx:q", f"{store.ns}:x"], [60, "q", 2])])
+
+
+def _awaited(store: OnlineFeatureStore, redis_url: str, attempts: list, ids=()) -> tuple:
+    """`aread_many_with` on a fresh event loop with its own asyncio client."""
+    import asyncio
+
+    from feature_views.store import connect_async
+
+    async def read() -> tuple:
+        client = connect_async(redis_url, timeout_s=5.0)
+        try:
+            return await store.aread_many_with(client, attempts, ids)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_the_awaited_read_returns_what_the_blocking_read_returns(
+    store: OnlineFeatureStore, redis_url: str, records
+) -> None:
+    """One plan of commands, two ways to send it: the vectors (values, ages, missing and
+    stale views) and the stored decisions must be the same."""
+    store.write_many([records["e1"], records["e2"]], ["approve", "block"])
+    attempts = list(records.values())
+    ids = [str(records["e1"]["transaction_id"]), "never-decided"]
+    blocking = store.read_many_with(attempts, ids)
+    awaited = _awaited(store, redis_url, attempts, ids)
+    assert awaited == blocking
+    assert awaited[1][0] is not None and awaited[1][1] is None
+    assert any(v.values["card_count_24h"] for v in awaited[0])  # not all defaults
+
+
+def test_the_awaited_read_reloads_a_flushed_script_cache(
+    store: OnlineFeatureStore, redis_url: str, records
+) -> None:
+    store.write(records["e1"])
+    before = store.read(records["e6"]).values
+    store.r.script_flush()
+    assert _awaited(store, redis_url, [records["e6"]])[0][0].values == before
+
+
+def test_a_slow_store_fails_the_awaited_read_within_its_timeout(redis_url: str, records) -> None:
+    import asyncio
+
+    from feature_views.store import connect_async
+
+    fast = OnlineFeatureStore(connect(redis_url, timeout_s=0.05), namespace=f"t-{uuid.uuid4().hex}")
+    admin = redis.Redis.from_url(redis_url)
+
+    async def read() -> float:
+        client = connect_async(redis_url, timeout_s=0.05)
+        await client.ping()  # connected before the server stalls
+        admin.execute_command("CLIENT", "PAUSE", 400, "ALL")
+        started = time.perf_counter()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await fast.aread_many_with(client, [records["e2"]])
+            return time.perf_counter() - started
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            await client.aclose()
+
+    assert asyncio.run(read()) < 0.3

@@ -332,3 +332,74 @@ def test_the_challenger_scores_every_decision_served_with_features(
     assert first["shadow_model"] == third["shadow_model"] == "v2"
     assert 0 <= first["shadow_fraud_probability"] <= 1
     assert second["shadow_model"] is None and second["shadow_fraud_probability"] is None
+
+
+def test_the_event_loop_works_while_a_batch_waits_for_the_store(
+    trained, registry_root, redis_url, tmp_path
+) -> None:
+    """decide_async awaits the store's read: with the server stalled for 120 ms (CLIENT
+    PAUSE, inside a 400 ms read timeout and a 1 s deadline), a 1 ms ticker on the same loop keeps ticking, and
+    the batch still gets its features. A blocking read held the loop the whole time."""
+    import asyncio
+
+    import redis
+
+    Registry(registry_root).set_stage("v1", "champion", "pipeline test")
+    region = load_region("us-east").model_copy(
+        update={
+            "namespace": f"pl-{uuid.uuid4().hex[:6]}",
+            "feature_timeout_ms": 400,
+            "deadline_ms": 1000,  # the stall must not leave the batch too late to score
+        }
+    )
+    url = region_store_url(region, redis_url)
+    p = DecisionPipeline(region, registry_root, log_dir=tmp_path / "log", redis_url=url)
+    admin = redis.Redis.from_url(url)
+
+    async def scenario() -> tuple[int, dict]:
+        await p.decide_async([_record()], [time.monotonic()])  # connected, models warm
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.01)
+        ticks = 0
+        admin.execute_command("CLIENT", "PAUSE", 120, "ALL")
+        try:
+            out = await p.decide_async([_record()], [time.monotonic()])
+        finally:
+            ticking.cancel()
+        return ticks, out[0]
+
+    try:
+        ticks, out = asyncio.run(scenario())
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        p.close()
+    assert out["degraded"] is None, out["degraded"]  # the store answered, 120 ms late
+    assert ticks >= 30, ticks
+
+
+def test_awaited_reads_open_the_circuit_as_blocking_ones_do(tmp_path) -> None:
+    import asyncio
+
+    from serve_graph.stages import FeatureLookup
+
+    lookup = FeatureLookup(
+        f"unix://{tmp_path}/no-such.sock", "cb", timeout_ms=25, retry_after_s=0.2
+    )
+    rec = _record()
+
+    async def reads() -> list:
+        return [await lookup.lookup_async([rec]) for _ in range(3)]
+
+    first, second, third = asyncio.run(reads())
+    assert first.vectors is None and "circuit open" not in first.error
+    assert second.vectors is None and "circuit open" not in second.error
+    assert third.error == "online store: circuit open"
+    assert first.fallback and first.fallback[0]["amount_usd"] == rec["amount_usd"]
