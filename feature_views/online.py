@@ -308,50 +308,12 @@ class OnlineFeatureStore:
                 raise StoreUnavailable(f"online store {what} failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def aread_many_with(
-        self,
-        client: Any,
-        attempts: Sequence[Mapping[str, Any]],
-        decision_ids: Sequence[str] = (),
-    ) -> tuple[list[OnlineVector], list[bytes | None]]:
-        """`read_many_with` through `client`, a ``redis.asyncio`` client of the same server,
-        awaited: the caller's event loop runs other work during the round trip instead of
-        blocking on it. The same commands and the same replies' arithmetic as the blocking
-        read, so the two cannot disagree. Raises StoreUnavailable as `read_many_with`."""
-        for last in (False, True):
-            commands, finish = self._read_plan(attempts, decision_ids)
-            try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    replies = await pipe.execute()
-                return finish(replies)
-            except redis.exceptions.NoScriptError as exc:
-                if last:
-                    raise StoreUnavailable(f"online store read failed: {exc}") from exc
-                self._load_scripts()
-            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"online store read failed: {exc}") from exc
-        raise AssertionError("unreachable")
-
     def _read(
         self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str]
     ) -> tuple[list[OnlineVector], list[bytes | None]]:
-        commands, finish = self._read_plan(attempts, decision_ids)
         pipe = self.r.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return finish(pipe.execute())
-
-    def _read_plan(
-        self, attempts: Sequence[Mapping[str, Any]], decision_ids: Sequence[str]
-    ) -> tuple[
-        list[tuple[Any, ...]],
-        Callable[[list[Any]], tuple[list[OnlineVector], list[bytes | None]]],
-    ]:
-        """A batch's read as the commands of one pipeline, and what turns their replies
-        into vectors: shared by the blocking and the awaited read."""
-        sent: list[tuple[Any, ...]] = [("GET", self.decision_key(t)) for t in decision_ids]
+        for txid in decision_ids:
+            pipe.get(self.decision_key(txid))
         # Attempts of one batch share keys (every attempt reads the global label counts,
         # many the same merchant or category): each distinct read is sent once, and its
         # reply parsed once. Parsing replies is most of a read's cost in this process.
@@ -362,11 +324,11 @@ class OnlineFeatureStore:
             if at is None:
                 at = queued[command] = len(queued)
                 if command[0] == "ZRANGEBYSCORE":  # raw pairs: no score re-encoding
-                    sent.append((*command, "WITHSCORES"))
+                    pipe.execute_command(*command, "WITHSCORES")
                 elif command[0] == "HMGET":
-                    sent.append(("HMGET", command[1], "f", "l", "p"))
+                    pipe.hmget(command[1], "f", "l", "p")
                 else:
-                    sent.append(("HGETALL", command[1]))
+                    pipe.hgetall(command[1])
             return at
 
         days: dict[int, dict[str, int]] = {}  # label counts wanted: day -> key -> position
@@ -407,18 +369,14 @@ class OnlineFeatureStore:
         # come back
         for day, keys in days.items():
             lo = day - LABEL_WINDOW_MS // DAY_MS
-            sent.append(("EVALSHA", self._labels.sha, len(keys), *keys, lo, day))
-
-        def finish(replies: list[Any]) -> tuple[list[OnlineVector], list[bytes | None]]:
-            n = len(decision_ids)
-            summed: dict[tuple[int, str], tuple[int, int]] = {}
-            labels = replies[n + len(queued) :]
-            for (day, keys), reply in zip(days.items(), labels, strict=True):
-                for key, i in keys.items():
-                    summed[(day, key)] = (int(reply[2 * i]), int(reply[2 * i + 1]))
-            return self._evaluate(attempts, plan, replies[n:], summed), list(replies[:n])
-
-        return sent, finish
+            pipe.execute_command("EVALSHA", self._labels.sha, len(keys), *keys, lo, day)
+        replies = pipe.execute()
+        n = len(decision_ids)
+        summed: dict[tuple[int, str], tuple[int, int]] = {}
+        for (day, keys), reply in zip(days.items(), replies[n + len(queued) :], strict=True):
+            for key, i in keys.items():
+                summed[(day, key)] = (int(reply[2 * i]), int(reply[2 * i + 1]))
+        return self._evaluate(attempts, plan, replies[n:], summed), list(replies[:n])
 
     def read(self, attempt: Mapping[str, Any]) -> OnlineVector:
         return self.read_many([attempt])[0]

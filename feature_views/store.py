@@ -16,7 +16,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -107,22 +106,6 @@ def _ping(url: str) -> bool:
 def store_url() -> str:
     """``REDIS_URL`` if set, else the embedded server's URL (starting it if needed)."""
     return os.environ.get("REDIS_URL") or embedded_url()
-
-
-def connect_async(url: str | None = None, timeout_s: float = 0.05) -> Any:
-    """`connect`'s settings for a ``redis.asyncio`` client: its calls are awaited on an
-    event loop, which runs other work during the round trip. It connects on first use
-    (no ping here: that would block the loop) and belongs to the loop that first uses it.
-    """
-    import redis.asyncio
-
-    return redis.asyncio.Redis.from_url(
-        url or store_url(),
-        socket_timeout=timeout_s,
-        socket_connect_timeout=max(timeout_s, 0.05),
-        retry_on_timeout=False,
-        health_check_interval=0,
-    )
 
 
 def connect(url: str | None = None, timeout_s: float = 0.05) -> redis.Redis:

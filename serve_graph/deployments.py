@@ -221,7 +221,7 @@ class FeatureLookupDeployment:
         self, records: list[dict], ids: list[str], trace: list[str] | None = None
     ) -> FeatureBatch:
         with self.tracing.serve("features", trace):
-            return await self.stage.lookup_async(records, ids)
+            return self.stage.lookup(records, ids)
 
     def update(self, records: list[dict], decisions: list[str], trace: Any = None) -> None:
         self.stage.update(records, decisions)

@@ -332,11 +332,11 @@ class DecisionPipeline:
         them) instead of waiting unseen in the socket. A stage in another deployment (the
         graph topology) answers with its hop, awaited here while other batches run.
         """
-        steps = self._steps(records, arrived, traceparents, shed, on_loop=True)
+        steps = self._steps(records, arrived, traceparents, shed)
         try:
             pending = next(steps)
             while True:
-                if inspect.isawaitable(pending):  # a hop, or the store's awaited read
+                if inspect.isawaitable(pending):  # a hop to another deployment
                     try:
                         answer = await pending
                     except Exception as exc:  # noqa: BLE001 - the stage's own fallback
@@ -358,18 +358,16 @@ class DecisionPipeline:
         arrived: Sequence[float],
         traceparents: Sequence[str | None] | None,
         shed: str | None,
-        on_loop: bool = False,
     ) -> Generator[Any, Any, list[dict[str, Any]]]:
         """The batch as steps: yields the log records to make durable, and finishes once
         they are (the caller commits them, blocking or awaited); between stages it yields
-        ``PAUSE``, where an event-loop caller lets other work run. `on_loop`: the caller
-        awaits what it is given, so the store is read awaited too."""
+        ``PAUSE``, where an event-loop caller lets other work run."""
         budget_s = self.region.budget_ms / 1000
         deadline = min(arrived) + budget_s
         trace = self.tracing.batch(list(traceparents or [None] * len(records)), arrived)
         token = BATCH_DEADLINE.set(deadline)
         try:
-            return (yield from self._decide_batch(records, arrived, deadline, trace, shed, on_loop))
+            return (yield from self._decide_batch(records, arrived, deadline, trace, shed))
         finally:
             BATCH_DEADLINE.reset(token)
             trace.close()
@@ -381,7 +379,6 @@ class DecisionPipeline:
         deadline: float,
         trace: BatchTrace,
         shed: str | None = None,
-        on_loop: bool = False,
     ) -> Generator[Any, Any, list[dict[str, Any]]]:
         txids = [str(r["transaction_id"]) for r in records]
         responses: list[dict[str, Any] | None] = [self._recent.get(t) for t in txids]
@@ -403,11 +400,8 @@ class DecisionPipeline:
             # not by the store's.
             fetched = FeatureBatch(None, FeatureLookup.request_only(batch), shed)
         else:
-            read = self.features.lookup
-            if on_loop and hasattr(self.features, "lookup_async"):
-                read = self.features.lookup_async  # the loop works during the round trip
             with trace.stage("features", todo, self._remote(self.features)):
-                fetched = yield from _hop(read(batch, [txids[i] for i in todo]))
+                fetched = yield from _hop(self.features.lookup(batch, [txids[i] for i in todo]))
             yield PAUSE
         fresh: list[int] = []
         for j, i in enumerate(todo):

@@ -8,7 +8,6 @@ micro-batches: lists of contract-form attempt dicts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import numpy as np
 
 from feature_views.online import OnlineFeatureStore, OnlineVector, _request_columns
 from feature_views.request_features import request_features
-from feature_views.store import StoreUnavailable, connect, connect_async
+from feature_views.store import StoreUnavailable, connect
 from serve_graph.decisioning import Costs, actions_for, apply_guardrails, load_costs, stricter
 from serve_graph.policy import Policy, PolicyResult, evaluate, load_policy
 from trainers.registry import ModelVersion, Registry, load_version
@@ -101,8 +100,6 @@ class FeatureLookup:
         self.trip_after = trip_after
         self._store: OnlineFeatureStore | None = None
         self._writer: OnlineFeatureStore | None = None
-        self._reader: Any = None  # the awaited reads' client, bound to one event loop
-        self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._open_until = 0.0
         self._failures = 0  # failed reads in a row
 
@@ -132,40 +129,6 @@ class FeatureLookup:
                 self._trip()
                 return FeatureBatch(None, self.request_only(records), f"online store: {exc}")
         return FeatureBatch(None, self.request_only(records), "online store: circuit open")
-
-    async def lookup_async(
-        self, records: Sequence[dict[str, Any]], idempotency_keys: Sequence[str] = ()
-    ) -> FeatureBatch:
-        """`lookup` awaited on the replica's event loop (`DecisionPipeline.decide_async`).
-
-        The blocking read held the loop for the whole round trip: 6-7 ms of a 22-24 ms
-        batch of 32 on a loaded two-core machine, and a network hop to a Redis pod in
-        production. Awaited, the loop reads new requests, runs admission and decides other
-        batches meanwhile. Same commands, breaker and fallback as `lookup`."""
-        if not self.available():
-            return FeatureBatch(None, self.request_only(records), "online store: circuit open")
-        try:
-            store = self._get_store()
-            vectors, decisions = await store.aread_many_with(
-                self._get_reader(), records, idempotency_keys
-            )
-        except Exception as exc:  # noqa: BLE001 - any store fault degrades, never fails
-            self._trip()
-            reader, self._reader = self._reader, None  # as the blocking client: afresh
-            if reader is not None:
-                try:
-                    await reader.aclose()
-                except Exception:  # noqa: BLE001 - a broken client is dropped either way
-                    pass
-            return FeatureBatch(None, self.request_only(records), f"online store: {exc}")
-        self._failures = 0
-        return FeatureBatch(vectors, None, decisions=decisions)
-
-    def _get_reader(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._reader is None or self._reader_loop is not loop:
-            self._reader, self._reader_loop = connect_async(self.url, self.timeout_s), loop
-        return self._reader
 
     def _trip(self) -> None:
         self._store = None  # a timed-out connection may still owe a reply: start afresh
