@@ -64,6 +64,32 @@ class StepResult:
             "max_server_ms": round(max(self.server_ms), 2) if self.server_ms else None,
         }
 
+    def by_second(self) -> list[dict[str, Any]]:
+        """The step second by second, by when each request was due: whether a tail is the
+        onset of a load (a queue built before admission reacted) or lasts the whole step."""
+        if not self.timeline:
+            return []
+        due = np.asarray([t[0] for t in self.timeline])
+        lat = np.asarray([t[1] for t in self.timeline])
+        degraded = np.asarray([t[2] == "200" and t[3] not in ("", "1") for t in self.timeline])
+        failed = np.asarray([t[2] != "200" for t in self.timeline])
+        out = []
+        for second in range(int(np.ceil(due.max() + 1e-9)) or 1):
+            at = (due >= second) & (due < second + 1)
+            if not at.any():
+                continue
+            out.append(
+                {
+                    "second": second,
+                    "sent": int(at.sum()),
+                    "p50_ms": round(float(np.percentile(lat[at], 50)), 1),
+                    "p99_ms": round(float(np.percentile(lat[at], 99)), 1),
+                    "degraded_share": round(float(degraded[at].mean()), 3),
+                    "errors": int(failed[at].sum()),
+                }
+            )
+        return out
+
 
 async def run_step(
     url: str,

@@ -509,8 +509,9 @@ def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[
     before = {role: cpu_seconds(p) for role, p in roles.items()}
     threads_before = thread_seconds(pids)
     busy_before, started = _busy(), time.monotonic()
-    s = asyncio.run(run_step(url, key, body, rate, seconds)).summary()
+    step = asyncio.run(run_step(url, key, body, rate, seconds))
     elapsed = time.monotonic() - started
+    s = step.summary()
     busy_after = _busy()
     spent = {role: cpu_seconds(p) - before[role] for role, p in roles.items()}
     threads = thread_seconds(pids)
@@ -529,6 +530,7 @@ def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[
     cores = {role: round(cpu / elapsed, 3) for role, cpu in spent.items()}
     cores["other"] = round(max(0.0, machine - sum(cpu / elapsed for cpu in spent.values())), 3)
     s["cores"] = cores | {"machine_busy": round(machine, 3), "machine": os.cpu_count()}
+    s["by_second"] = step.by_second()
     return s
 
 

@@ -56,3 +56,22 @@ def test_each_bisection_halves_the_bracket(monkeypatch) -> None:
         found.append(best)
     # the grid passes 268.9 and fails 376.5; bisecting: 322.7 fails, 295.8 passes, 309.3 fails
     assert [round(b, 1) for b in found] == [268.9, 268.9, 295.8, 295.8]
+
+
+def test_a_step_second_by_second_places_its_tail_in_time() -> None:
+    """A queue at the onset of a load and a tail that lasts are told apart by when the
+    slow requests were due: each second gets its own p50, p99, degraded share and errors."""
+    result = load.StepResult(100, 3.0)
+    result.timeline = [(0.0 + i / 100, 400.0 - 4 * i, "200", "4") for i in range(100)]
+    result.timeline += [(1.0 + i / 100, 10.0, "200", "1") for i in range(100)]
+    result.timeline += [(2.0 + i / 100, 12.0, "200" if i else "conn", "1") for i in range(100)]
+    seconds = result.by_second()
+    assert [s["second"] for s in seconds] == [0, 1, 2]
+    assert [s["sent"] for s in seconds] == [100, 100, 100]
+    assert seconds[0]["p99_ms"] > 390 and seconds[0]["degraded_share"] == 1.0
+    assert seconds[1] == {
+        "second": 1, "sent": 100, "p50_ms": 10.0, "p99_ms": 10.0, "degraded_share": 0.0,
+        "errors": 0,
+    }  # fmt: skip
+    assert seconds[2]["errors"] == 1 and seconds[2]["degraded_share"] == 0.0
+    assert load.StepResult(100, 1.0).by_second() == []
