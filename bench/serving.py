@@ -259,13 +259,7 @@ def deploy(
     }
     path = WORK / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
-    serve = str(Path(cluster._ray()).with_name("serve"))
-    subprocess.run(
-        [serve, "deploy", str(path), "--address", cluster.JOBS_URL],
-        env=cluster.ray_env(),
-        check=True,
-        capture_output=True,
-    )
+    cluster.serve("deploy", str(path))
 
 
 def shipped_graph_hops() -> list[str] | None:

@@ -112,6 +112,21 @@ def up(num_cpus: int | None = None, wait_s: float = 90.0) -> str:
     raise ClusterError(f"the Ray job API did not come up on {JOBS_URL}")
 
 
+def serve(*args: str, check: bool = True) -> str:
+    """Ray Serve's CLI against this cluster (``deploy``, ``status``, ``shutdown``): its
+    output. Raises ClusterError with the CLI's own message when it fails and `check` is
+    set; a bare CalledProcessError hid that message in its attributes."""
+    cli = str(Path(_ray()).with_name("serve"))
+    result = subprocess.run(
+        [cli, *args, "--address", JOBS_URL], env=ray_env(), capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        output = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        last = output.splitlines()[-1] if output else f"exit status {result.returncode}"
+        raise ClusterError(f"serve {' '.join(args)} failed: {last}\n{output}")
+    return result.stdout
+
+
 def down() -> None:
     subprocess.run([_ray(), "stop", "--force"], env=ray_env(), capture_output=True, text=True)
     # `ray stop` leaves Serve's HAProxy running, holding :8000 for the next cluster

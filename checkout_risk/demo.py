@@ -91,18 +91,10 @@ BASE_URL = "http://127.0.0.1:8000"
 
 
 def _serve() -> None:
-    import subprocess
-
     from serve_graph.config import dev_key
     from serve_graph.deployments import wait_ready
 
-    serve = str(Path(cluster._ray()).with_name("serve"))
-    subprocess.run(
-        [serve, "deploy", str(SERVE_CONFIG), "--address", cluster.JOBS_URL],
-        env=cluster.ray_env(),
-        check=True,
-        capture_output=True,
-    )
+    cluster.serve("deploy", str(SERVE_CONFIG))
     for region in ("us-east", "eu-west"):
         wait_ready(f"{BASE_URL}/{region}", dev_key(), 300)
     print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -111,10 +110,6 @@ def app_spec(
     return spec
 
 
-def serve_cli() -> str:
-    return str(Path(cluster._ray()).with_name("serve"))
-
-
 def deploy(apps: list[dict[str, Any]], path: Path) -> None:
     """`serve deploy` a config of these applications (declarative: others are removed)."""
     config = {
@@ -123,33 +118,17 @@ def deploy(apps: list[dict[str, Any]], path: Path) -> None:
         "applications": apps,
     }
     path.write_text(yaml.safe_dump(config))
-    subprocess.run(
-        [serve_cli(), "deploy", str(path), "--address", cluster.JOBS_URL],
-        env=cluster.ray_env(),
-        check=True,
-        capture_output=True,
-    )
+    cluster.serve("deploy", str(path))
 
 
 def app_status(name: str) -> str | None:
     """An application's status in `serve status` (RUNNING, DEPLOYING, ...), None if absent."""
-    result = subprocess.run(
-        [serve_cli(), "status", "--address", cluster.JOBS_URL],
-        env=cluster.ray_env(),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    apps = (yaml.safe_load(result.stdout) or {}).get("applications") or {}
+    apps = (yaml.safe_load(cluster.serve("status")) or {}).get("applications") or {}
     return (apps.get(name) or {}).get("status")
 
 
 def shutdown() -> None:
-    subprocess.run(
-        [serve_cli(), "shutdown", "--yes", "--address", cluster.JOBS_URL],
-        env=cluster.ray_env(),
-        capture_output=True,
-    )
+    cluster.serve("shutdown", "--yes", check=False)
 
 
 def replica_pids(app: str, deployment: str) -> list[int]:
