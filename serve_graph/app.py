@@ -191,6 +191,23 @@ class MicroBatcher:
         self._last_arrival = 0.0
         self._probing = False
 
+    @classmethod
+    def for_pipeline(cls, pipeline: Any, in_flight: int = 2) -> MicroBatcher:
+        """The batcher in front of a `DecisionPipeline`, with its region's batching and
+        admission settings, counting abandoned requests in its metrics: what every
+        serving process (the uvicorn app, the fused replica, the graph's ingress) runs."""
+        region = pipeline.region
+        return cls(
+            pipeline.decide_async,
+            pipeline.after,
+            region.max_batch,
+            region.batch_wait_ms,
+            in_flight=in_flight,
+            admit_wait_ms=region.admit_wait_ms,
+            admit_interval_ms=region.admit_interval_ms,
+            on_abandoned=lambda n: pipeline.metrics.record_abandoned(n, region.name),
+        )
+
     async def submit(self, record: dict[str, Any], arrived: float, trace: str | None) -> dict:
         loop = asyncio.get_running_loop()
         if self.queue is None or self._bound is not loop:  # a new event loop: rebind
@@ -330,10 +347,11 @@ class MicroBatcher:
         # own timeouts. Its attempt is not counted either: the checkout's retry, here or in
         # another region, is the attempt that gets decided and counted.
         live = [i for i in items if not i[3].done()]
-        if len(live) < len(items):
-            self.abandoned += len(items) - len(live)
+        gone = len(items) - len(live)
+        if gone:
+            self.abandoned += gone
             if self.on_abandoned is not None:
-                self.on_abandoned(len(items) - len(live))
+                self.on_abandoned(gone)
         if not live:
             return
         items = live

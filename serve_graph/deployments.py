@@ -101,19 +101,9 @@ class _Ingress:
     def _start(self, pipeline: DecisionPipeline) -> None:
         global _REPLICA
         self.pipeline = pipeline
-        region = pipeline.region
         self.warm_up_ms: dict[str, float] | None = pipeline.warm_up()  # no cold payments
         freeze_startup_heap()
-        self.batcher = MicroBatcher(
-            pipeline.decide_async,
-            pipeline.after,
-            region.max_batch,
-            region.batch_wait_ms,
-            in_flight=self.in_flight,
-            admit_wait_ms=region.admit_wait_ms,
-            admit_interval_ms=region.admit_interval_ms,
-            on_abandoned=lambda n: pipeline.metrics.record_abandoned(n, region.name),
-        )
+        self.batcher = MicroBatcher.for_pipeline(pipeline, self.in_flight)
         _REPLICA = self
 
     def check_health(self) -> None:

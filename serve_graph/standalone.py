@@ -54,15 +54,7 @@ def create_app(
     )
     pipeline.warm_up()
     freeze_startup_heap()
-    batcher = MicroBatcher(
-        pipeline.decide_async,
-        pipeline.after,
-        config.max_batch,
-        config.batch_wait_ms,
-        admit_wait_ms=config.admit_wait_ms,
-        admit_interval_ms=config.admit_interval_ms,
-        on_abandoned=lambda n: pipeline.metrics.record_abandoned(n, config.name),
-    )
+    batcher = MicroBatcher.for_pipeline(pipeline)
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:
         return await batcher.submit(record, arrived, trace)

@@ -382,3 +382,28 @@ def test_batches_run_outside_the_request_that_started_the_batcher() -> None:
     out = asyncio.run(main())
     assert [o["id"] for o in out] == [str(i) for i in range(6)]
     assert len(parents) >= 3 and set(parents) == {None}, parents
+
+
+def test_a_pipelines_batcher_takes_its_regions_settings_and_counts_abandoned_requests() -> None:
+    from types import SimpleNamespace
+
+    from serve_graph.config import load_region
+
+    region = load_region("us-east")
+    counted: list[tuple[int, str]] = []
+
+    async def decide_async(records, arrived, traces, shed=None):
+        return [{} for _ in records]
+
+    pipeline = SimpleNamespace(
+        region=region,
+        decide_async=decide_async,
+        after=lambda records, results: None,
+        metrics=SimpleNamespace(record_abandoned=lambda n, name: counted.append((n, name))),
+    )
+    b = MicroBatcher.for_pipeline(pipeline, in_flight=4)
+    assert (b.max_batch, b.in_flight) == (region.max_batch, 4)
+    assert b.wait_s == region.batch_wait_ms / 1000
+    assert b.admit_wait_s == region.admit_wait_ms / 1000
+    b.on_abandoned(3)
+    assert counted == [(3, "us-east")]
