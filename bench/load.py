@@ -73,14 +73,13 @@ class StepResult:
         lat = np.asarray([t[1] for t in self.timeline])
         degraded = np.asarray([t[2] == "200" and t[3] not in ("", "1") for t in self.timeline])
         failed = np.asarray([t[2] != "200" for t in self.timeline])
+        seconds = np.floor(due).astype(int)
         out = []
-        for second in range(int(np.ceil(due.max() + 1e-9)) or 1):
-            at = (due >= second) & (due < second + 1)
-            if not at.any():
-                continue
+        for second in np.unique(seconds):
+            at = seconds == second
             out.append(
                 {
-                    "second": second,
+                    "second": int(second),
                     "sent": int(at.sum()),
                     "p50_ms": round(float(np.percentile(lat[at], 50)), 1),
                     "p99_ms": round(float(np.percentile(lat[at], 99)), 1),
