@@ -9,6 +9,12 @@ machine that has a tail of its own, and a p99 goal for the full path can be no
 tighter than it.
 
     uvicorn --factory bench.noop_server:create_app --port 8101
+
+The same app also runs as one Ray Serve replica (``serve_app``, an application builder
+for ``import_path``), served as the fused decider is: direct ingress behind Serve's
+HAProxy. The two side by side separate what Serve's request handling costs a replica
+from what the app itself costs, which is the floor of every answer a replica gives, a
+shed one included.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from ray import serve
 
 from serve_graph.app import build_app
 
@@ -38,3 +45,14 @@ def create_app() -> FastAPI:
         }
 
     return build_app(decide, lambda: {"status": "ok"}, title="checkout-risk no-op")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress(create_app())
+class NoopReplica:
+    """The no-op app in a Serve replica, configured as the fused decider's."""
+
+
+def serve_app(args: dict[str, Any] | None = None) -> Any:
+    """The Serve application of the no-op replica (``bench.noop_server:serve_app``)."""
+    return NoopReplica.bind()

@@ -19,9 +19,11 @@ same model, policy, Redis and stage code three ways:
 For each, the offered rate rises until a step is not sustainable (an error, p99 over the
 120 ms budget, achieved < 95% of offered, or more than 1% of answers degraded); then the
 fused mode is held at 70% of its maximum and at 2x it (overload), and the web layer alone
-(``bench/noop_server.py``, no risk work) is offered the same 70% rate: what this machine
-and load generator put under any p99. The load generator (``bench/load.py``) shares the
-two cores with the servers, equally for all of them.
+(``bench/noop_server.py``, no risk work) is offered the same two rates, in a uvicorn
+process (what this machine and load generator put under any p99) and in a Serve replica
+served like the fused one (what Serve's request handling costs every answer, a shed one
+included). The load generator (``bench/load.py``) shares the two cores with the servers,
+equally for all of them.
 Results: ``bench/results/serving.json`` and a latency-against-load plot
 ``bench/results/serving.html``.
 """
@@ -236,6 +238,19 @@ def deploy(
                     {"name": "ShadowScorerDeployment", "ray_actor_options": {"num_cpus": 0.1}},
                 ],
             },
+            {  # the web layer alone in a replica, measured beside the fused decider
+                "name": "bench-noop",
+                "route_prefix": "/noop",
+                "import_path": "bench.noop_server:serve_app",
+                "logging_config": {"enable_access_log": False},
+                "deployments": [
+                    {
+                        "name": "NoopReplica",
+                        "max_ongoing_requests": 256,
+                        "ray_actor_options": {"num_cpus": 0.1},
+                    }
+                ],
+            },
             *(
                 {
                     "name": f"bench-{name}",
@@ -403,8 +418,12 @@ def main(argv: list[str] | None = None) -> None:
             log(f"  {over}")
             results["fused_at_70pct"] = at70
             results["overload"] = over
-            noop = hold_noop(key, body, {"70pct": 0.7 * fmax, "2x": 2 * fmax}, args.hold_seconds)
+            rates = {"70pct": 0.7 * fmax, "2x": 2 * fmax}
+            noop = hold_noop(key, body, rates, args.hold_seconds)
             results["noop_at_70pct"], results["noop_at_2x"] = noop["70pct"], noop["2x"]
+            noop = hold_noop_replica(key, body, rates, args.hold_seconds)
+            results["noop_replica_at_70pct"] = noop["70pct"]
+            results["noop_replica_at_2x"] = noop["2x"]
         t = results["topologies"]
         summary: dict[str, Any] = {
             f"{n.replace('-', '_')}_max_rps": t[n]["max_rps"] for n in TOPOLOGIES if n in t
@@ -436,6 +455,15 @@ def main(argv: list[str] | None = None) -> None:
                 "server_cpu_ms_per_answer"
             ]
             summary["noop_p99_ms_at_2x"] = results["noop_at_2x"]["p99_ms"]
+            # the same app in a Serve replica: Serve's own request handling, which every
+            # answer of the fused decider pays, a shed one included
+            for rate in ("70pct", "2x"):
+                hold = results[f"noop_replica_at_{rate}"]
+                summary[f"noop_replica_cpu_ms_per_answer_at_{rate}"] = hold[
+                    "server_cpu_ms_per_answer"
+                ]
+                summary[f"noop_replica_p99_ms_at_{rate}"] = hold["p99_ms"]
+            summary["noop_replica_cores_at_2x"] = results["noop_replica_at_2x"]["server_cores"]
             summary["overload_cores"] = results["overload"]["cores"]
         if "baseline" in t and "fused" in t and t["baseline"]["max_rps"]:
             summary["fused_over_baseline"] = round(
@@ -486,6 +514,24 @@ def hold_noop(key: str, body: Any, rates: dict[str, float], seconds: float) -> d
         return out
     finally:
         stop(noop)
+
+
+def hold_noop_replica(
+    key: str, body: Any, rates: dict[str, float], seconds: float
+) -> dict[str, Any]:
+    """`hold_noop` against the no-op app in a Serve replica (``/noop``, deployed beside the
+    fused decider, served the same way): what Serve's request handling adds per answer."""
+    url = f"{SERVE_BASE}/noop"
+    pids = replica_pids("bench-noop", "NoopReplica")
+    wait_healthy(url, key, 60)
+    warm(url, key, body)
+    out = {}
+    for name, rate in rates.items():
+        settle()
+        log(f"no-op Serve replica (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
+        out[name] = held(url, key, body, rate, seconds, pids)
+        log(f"  {out[name]}")
+    return out
 
 
 def held(url: str, key: str, body: Any, rate: float, seconds: float, pids: list[int]) -> dict:

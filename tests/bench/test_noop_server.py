@@ -31,3 +31,16 @@ def test_it_checks_requests_as_the_service_does_and_approves_without_risk_work()
     assert decision["latency_ms"] >= 0
     assert _post(json.dumps(VALID | {"amount": -1}).encode(), dev_key()).status_code == 422
     assert _post(json.dumps(VALID).encode(), None).status_code == 401
+
+
+def test_the_same_app_is_a_serve_application_for_the_benchmarks_replica() -> None:
+    """`bench.noop_server:serve_app` is what the serving benchmark deploys at /noop: an
+    application builder taking Serve's args, binding the one no-op replica under the
+    deployment name the benchmark's config and its CPU accounting look for."""
+    from ray import serve
+
+    from bench.noop_server import NoopReplica, serve_app
+
+    app = serve_app({})
+    assert isinstance(app, serve.Application)
+    assert NoopReplica.name == "NoopReplica"
