@@ -98,17 +98,21 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from checkout_risk import cluster
     from checkout_risk.demo import run
     from trainers.registry import registry_root
 
-    run(
-        Path(args.data),
-        args.days,
-        args.tx_per_day,
-        args.seed,
-        registry_root(),
-        keep_serving=not args.no_wait,
-    )
+    try:
+        run(
+            Path(args.data),
+            args.days,
+            args.tx_per_day,
+            args.seed,
+            registry_root(),
+            keep_serving=not args.no_wait,
+        )
+    except cluster.ClusterError as exc:  # Ray would not start, a job or a deploy failed
+        raise UserError(str(exc)) from exc
     return 0
 
 

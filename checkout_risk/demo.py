@@ -49,7 +49,9 @@ def _train_and_promote(data: Path, registry: Path) -> None:
     )
     code = cluster.submit(["python", "-m", "trainers.retrain", "--config", str(config)])
     if code != 0:
-        raise RuntimeError(f"retraining job failed with exit status {code}")
+        raise cluster.ClusterError(
+            f"the retraining job failed with exit status {code} (its output is above)"
+        )
     (version,) = sorted(set(Registry(registry).versions()) - before)
     meta = json.loads((registry / version / "metadata.json").read_text())
     start = meta["training"]["window"]["end"]

@@ -50,3 +50,18 @@ def test_materialize_bad_table_is_one_clear_line(tmp_path, capsys) -> None:
     code = main(["materialize", "--events", str(bad), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "not a readable Parquet table" in err
+
+
+def test_the_demo_reports_a_cluster_failure_as_one_error_line(monkeypatch, capsys) -> None:
+    """`make run` runs the demo: when Ray will not start, a job fails or a deploy is
+    refused, it ends with the cluster's own reason on an `error:` line and exit status 2,
+    as `checkout-risk cluster up` does, not in a traceback."""
+    from checkout_risk import cluster, demo
+
+    def refused(*_args, **_kwargs) -> None:
+        raise cluster.ClusterError("serve deploy failed: ValueError: bad config\n<CLI output>")
+
+    monkeypatch.setattr(demo, "run", refused)
+    assert main(["demo", "--no-wait"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "error: serve deploy failed: ValueError: bad config"
