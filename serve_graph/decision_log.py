@@ -181,19 +181,6 @@ class DecisionLog:
         self._enqueue(records, waiter)
         await waiter.done  # type: ignore[misc]
 
-    def append_now(self, records: list[dict[str, Any]]) -> None:
-        """Append and make durable in the calling thread: one write and one fsync for the
-        whole call (a micro-batch), no hand-off.
-
-        For an event loop that decides batches itself (``DecisionPipeline.decide_async``):
-        waking it from the writer thread cost a GIL hand-off after every fsync, up to the
-        5 ms switch interval while the loop was busy with the next batch, where this disk's
-        fsync takes ~0.1-0.5 ms. On a disk whose fsync is slow, prefer `append_async`.
-        """
-        if records:
-            with self._io:  # after any group the writer thread is committing
-                self._commit(records)
-
     def _enqueue(self, records: list[dict[str, Any]], waiter: _Waiter) -> None:
         with self._lock:
             self._pending.extend((rec, waiter) for rec in records)

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from serve_graph.app import MicroBatcher, build_app, detached_task, freeze_startup_heap
+from serve_graph.app import (
+    MicroBatcher,
+    build_app,
+    detached_task,
+    freeze_startup_heap,
+    shorten_switch_interval,
+)
 from serve_graph.config import load_region, publish_outbox
 from serve_graph.pipeline import (
     BATCH_DEADLINE,
@@ -103,6 +109,7 @@ class _Ingress:
         self.pipeline = pipeline
         self.warm_up_ms: dict[str, float] | None = pipeline.warm_up()  # no cold payments
         freeze_startup_heap()
+        shorten_switch_interval()
         self.batcher = MicroBatcher.for_pipeline(pipeline, self.in_flight)
         _REPLICA = self
 

@@ -20,7 +20,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serve_graph.app import MicroBatcher, build_app, freeze_startup_heap
+from serve_graph.app import (
+    MicroBatcher,
+    build_app,
+    freeze_startup_heap,
+    shorten_switch_interval,
+)
 from serve_graph.config import load_region
 from serve_graph.pipeline import DecisionPipeline
 
@@ -54,6 +59,7 @@ def create_app(
     )
     pipeline.warm_up()
     freeze_startup_heap()
+    shorten_switch_interval()
     batcher = MicroBatcher.for_pipeline(pipeline)
 
     async def decide(record: dict, arrived: float, trace: str | None) -> dict:

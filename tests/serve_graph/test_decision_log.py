@@ -221,29 +221,47 @@ def test_a_failed_commit_is_not_acknowledged_to_an_event_loop_either(tmp_path: P
     log.close()
 
 
-def test_appends_in_the_callers_thread_share_the_chain_with_the_writer(tmp_path: Path) -> None:
-    """append_now (an event loop's own commit) and the writer thread's group commits
-    interleave into one valid chain."""
-    log = DecisionLog(tmp_path / "s", segment_records=7)
-    threads = [
-        threading.Thread(target=log.append, args=(_records(5, start=100 * k),)) for k in range(4)
-    ]
-    for t in threads:
-        t.start()
-    for k in range(6):
-        log.append_now(_records(3, start=1000 + 10 * k))
-    log.append_now([])
-    for t in threads:
-        t.join()
-    log.close()
-    report = verify(tmp_path)
-    assert report.ok and report.records == 4 * 5 + 6 * 3
+def test_batches_awaiting_durability_share_an_fsync_while_the_loop_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An event loop hands each batch's records to the writer thread and goes on: batches
+    that arrive during an fsync are made durable together by the next one, and the loop
+    keeps running while the disk works (here a disk whose fsync takes 50 ms)."""
+    import os
+    import time
 
+    from serve_graph import decision_log
 
-def test_a_failed_commit_in_the_callers_thread_raises(tmp_path: Path) -> None:
+    fsync = os.fsync
+    synced: list[int] = []
+
+    def slow(fd: int) -> None:
+        synced.append(fd)
+        time.sleep(0.05)
+        fsync(fd)
+
     log = DecisionLog(tmp_path / "s")
-    log._file.close()
-    with pytest.raises(ValueError):
-        log.append_now(_records(2))
-    log._file = open(tmp_path / "s" / "segment-000001.jsonl", "a", encoding="utf-8")
+    monkeypatch.setattr(decision_log.os, "fsync", slow)
+    ticks = 0
+
+    async def batches() -> None:
+        nonlocal ticks
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.gather(*(log.append_async(_records(3, start=10 * k)) for k in range(6)))
+        done.set()
+        await ticking
+
+    asyncio.run(batches())
     log.close()
+    assert len(synced) <= 2  # six batches: the first alone at most, then the rest together
+    assert ticks >= 20  # 50-100 ms of fsync: the loop ticked through it
+    report = verify(tmp_path)
+    assert report.ok and report.records == 18

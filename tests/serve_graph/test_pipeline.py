@@ -227,6 +227,56 @@ def test_decide_on_the_event_loop_answers_and_logs_as_in_a_thread(pipeline) -> N
     assert again[0]["idempotent_replay"] and again[0]["decision_id"] == looped[0]["decision_id"]
 
 
+def test_the_loop_decides_other_batches_while_one_waits_for_its_fsync(
+    pipeline, monkeypatch
+) -> None:
+    """A batch's log records are made durable by the log's writer thread while the event
+    loop goes on: with a disk whose fsync takes 400 ms, a timer on the loop is never held
+    up that long, and every decision is still durable before it is returned."""
+    import asyncio
+    import os
+
+    from serve_graph import decision_log
+    from serve_graph.decision_log import find
+
+    pipeline.warm_up()
+    pipeline.decide([_record()], [time.monotonic()])  # first calls paid before timing
+    fsync = os.fsync
+
+    def slow(fd: int) -> None:
+        time.sleep(0.4)
+        fsync(fd)
+
+    monkeypatch.setattr(decision_log.os, "fsync", slow)
+    gaps: list[float] = []
+
+    async def run() -> list[dict]:
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        now = time.monotonic()
+        decided = await asyncio.gather(
+            pipeline.decide_async([_record()], [now]),
+            pipeline.decide_async([_record(40.0)], [now], shed="overload: test"),
+        )
+        done.set()
+        await ticking
+        return [d for batch in decided for d in batch]
+
+    decisions = asyncio.run(run())
+    assert len(decisions) == 2 and max(gaps) < 0.3, max(gaps)
+    for d in decisions:
+        assert find(pipeline.log_root, d["decision_id"])["action"] == d["action"]
+
+
 def _hung_scorer():
     """The graph's Scorer stand-in, its replica having taken the call and never answering."""
     import asyncio
