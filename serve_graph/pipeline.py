@@ -337,8 +337,8 @@ class DecisionPipeline:
         neither for ~1 ms of fsync under load, half of a shed batch's time on the loop.
         The hand-off back costs up to the switch interval, which serving processes
         shorten to 1 ms (`shorten_switch_interval`). Alternated three times at 600/s
-        against the inline commit, this gave p99 145-189 ms against 197-1,483 ms, with
-        7-29% shed against 39-71% (docs/capacity.md).
+        against the inline commit, it had the lower p99 in each pair and shed a third to
+        a fifth as much, for ~5% more CPU an answer (docs/capacity.md).
         """
         steps = self._steps(records, arrived, traceparents, shed)
         try:
