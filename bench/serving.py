@@ -501,17 +501,9 @@ def hold_noop(key: str, body: Any, rates: dict[str, float], seconds: float) -> d
     (``bench/noop_server.py``): the latency and CPU this machine and this load generator
     cost before any risk work. `rates`: name -> requests/s; returns name -> hold."""
     noop = start_noop()
-    out = {}
     try:
         url = f"http://127.0.0.1:{NOOP_PORT}"
-        wait_healthy(url, key, 60)
-        warm(url, key, body)
-        for name, rate in rates.items():
-            settle()
-            log(f"no-op server (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
-            out[name] = held(url, key, body, rate, seconds, [noop.pid])
-            log(f"  {out[name]}")
-        return out
+        return _hold_rates(url, key, body, rates, seconds, [noop.pid], "no-op server")
     finally:
         stop(noop)
 
@@ -521,16 +513,29 @@ def hold_noop_replica(
 ) -> dict[str, Any]:
     """`hold_noop` against the no-op app in a Serve replica (``/noop``, deployed beside the
     fused decider, served the same way): what Serve's request handling adds per answer."""
-    url = f"{SERVE_BASE}/noop"
     pids = replica_pids("bench-noop", "NoopReplica")
+    return _hold_rates(f"{SERVE_BASE}/noop", key, body, rates, seconds, pids, "no-op Serve replica")
+
+
+def _hold_rates(
+    url: str,
+    key: str,
+    body: Any,
+    rates: dict[str, float],
+    seconds: float,
+    pids: list[int],
+    name: str,
+) -> dict[str, Any]:
+    """Each of `rates` held in turn against a no-op server `name` once it is healthy and
+    warm, each from an idle machine."""
     wait_healthy(url, key, 60)
     warm(url, key, body)
     out = {}
-    for name, rate in rates.items():
+    for label, rate in rates.items():
         settle()
-        log(f"no-op Serve replica (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
-        out[name] = held(url, key, body, rate, seconds, pids)
-        log(f"  {out[name]}")
+        log(f"{name} (web layer, no risk work) at {rate:.0f}/s for {seconds:.0f} s")
+        out[label] = held(url, key, body, rate, seconds, pids)
+        log(f"  {out[label]}")
     return out
 
 

@@ -344,24 +344,19 @@ class DecisionPipeline:
         try:
             pending = next(steps)
             while True:
-                if inspect.isawaitable(pending):  # a hop to another deployment
-                    try:
-                        answer = await pending
-                    except Exception as exc:  # noqa: BLE001 - the stage's own fallback
-                        pending = steps.throw(exc)
-                    else:
-                        pending = steps.send(answer)
-                    continue
                 if pending is PAUSE:  # let the loop take in the requests that arrived
                     await asyncio.sleep(0)
                     pending = steps.send(None)
                     continue
-                try:  # the batch's log records, durable before any response leaves
-                    await self.log.append_async(pending)
-                except Exception as exc:  # noqa: BLE001 - the batch's stages see it
+                # a hop to another deployment, or the batch's log records, durable before
+                # any response leaves; either's failure is thrown into the batch's stages
+                waited = pending if inspect.isawaitable(pending) else self.log.append_async(pending)
+                try:
+                    answer = await waited
+                except Exception as exc:  # noqa: BLE001 - the stage's own fallback
                     pending = steps.throw(exc)
                 else:
-                    pending = steps.send(None)
+                    pending = steps.send(answer)
         except StopIteration as done:
             return done.value
         finally:  # cancelled mid-hop: unwind the batch here, in its own context
