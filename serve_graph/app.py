@@ -177,10 +177,15 @@ class MicroBatcher:
         admit_wait_ms: float | None = None,
         admit_interval_ms: float = 0.0,
         on_abandoned: Callable[[int], None] | None = None,
+        shed_in_flight: int = 8,
     ) -> None:
         """`on_abandoned(n)`: told of each `n` requests dropped because their client left
-        (a replica counts them as a metric)."""
+        (a replica counts them as a metric). `shed_in_flight`: shed batches decided or
+        awaiting durability at once (see `_shed_loop`)."""
+        if shed_in_flight < 1:
+            raise ValueError("shed_in_flight must be at least 1")
         self.run, self.after = run, after
+        self.shed_in_flight = shed_in_flight
         self.on_abandoned = on_abandoned
         # a coroutine `run` decides on the event loop (DecisionPipeline.decide_async); a
         # blocking one in a worker thread (a pipeline with remote stages)
@@ -327,11 +332,17 @@ class MicroBatcher:
             loop.create_task(self._full(items))
 
     async def _shed_loop(self) -> None:
-        """Shed batches of everything that gathered meanwhile, two at a time: one can be
-        decided while the other waits for its log fsync."""
+        """Shed batches of everything that gathered meanwhile, up to `shed_in_flight` at a
+        time.
+
+        A shed batch holds its slot until its log records are durable, and the writer
+        thread's group commit takes one encode, write and fsync of everything pending:
+        under an overload, tens of milliseconds. With two slots, arrivals turned away
+        queued behind two commits, on the lane meant to answer at once. With more, the
+        batches that gathered meanwhile are decided and join the next commit."""
         assert self.shed_queue is not None
         loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(2)
+        slots = asyncio.Semaphore(self.shed_in_flight)
         while True:
             items = [await self.shed_queue.get()]
             await slots.acquire()

@@ -234,6 +234,44 @@ def test_a_standing_queue_is_shed_after_the_interval_and_at_once_when_it_returns
     assert b.turned_away == 3
 
 
+@pytest.mark.parametrize("shed_in_flight", [2, 8])
+def test_shed_batches_awaiting_durability_do_not_hold_later_arrivals(
+    shed_in_flight: int,
+) -> None:
+    """A shed batch keeps its slot until its log records are durable (300 ms here, a slow
+    group commit). Four arrivals turned away 20 ms apart: with two slots the third and
+    fourth wait for the first two commits; with the default, each is decided on arrival."""
+    started: dict[str, float] = {}
+
+    async def run(records, arrived, traces, shed=None):
+        if shed is None:
+            await asyncio.sleep(1.0)  # "a": the full path's only slot, long enough to stand
+        else:
+            started.update((r["id"], time.monotonic() - arrived[0]) for r in records)
+            await asyncio.sleep(0.3)  # awaiting the commit
+        return [{"id": r["id"], "shed": shed} for r in records]
+
+    b = _queue_rule_only(
+        MicroBatcher(
+            run,
+            lambda *_: None,
+            max_batch=1,
+            wait_ms=0,
+            in_flight=1,
+            admit_wait_ms=20,
+            shed_in_flight=shed_in_flight,
+        )
+    )
+    # "b" queues behind "a"; from 20 ms on that queue stands, and c1-c4 are turned away
+    out = _arrivals(b, {"a": 0, "b": 0.01, "c1": 0.05, "c2": 0.07, "c3": 0.09, "c4": 0.11})
+    shed = sorted(i for i, o in out.items() if o["shed"])
+    assert shed == ["c1", "c2", "c3", "c4"], shed
+    if shed_in_flight == 2:
+        assert started["c3"] > 0.15 and started["c4"] > 0.15, started
+    else:
+        assert max(started.values()) < 0.15, started
+
+
 def test_admission_turns_arrivals_away_while_the_event_loop_itself_lags() -> None:
     """A full path that holds the event loop (decide_async's stages run on it) leaves
     free slots and a short queue, while arrivals wait to be read at all: admission
