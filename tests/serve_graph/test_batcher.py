@@ -272,6 +272,11 @@ def test_shed_batches_awaiting_durability_do_not_hold_later_arrivals(
         assert max(started.values()) < 0.15, started
 
 
+def test_a_shed_lane_without_slots_is_refused() -> None:
+    with pytest.raises(ValueError, match="shed_in_flight"):
+        MicroBatcher(lambda *_: [], lambda *_: None, max_batch=1, wait_ms=0, shed_in_flight=0)
+
+
 def test_admission_turns_arrivals_away_while_the_event_loop_itself_lags() -> None:
     """A full path that holds the event loop (decide_async's stages run on it) leaves
     free slots and a short queue, while arrivals wait to be read at all: admission
