@@ -43,6 +43,9 @@ class StepResult:
     # the service's own latency_ms of each decision (arrival to decision): what the server
     # controls, without this process's scheduling or the connection
     server_ms: list[float] = field(default_factory=list)
+    # time.perf_counter() at the timeline's zero: where an event timed by another thread
+    # (a fault injected during the step) falls on it
+    started: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms or [np.nan], dtype=float)
@@ -134,6 +137,7 @@ async def _run_step(
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     t0 = time.perf_counter() + 0.05
+    result.started = t0
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(i: int, due: float) -> None:
