@@ -78,3 +78,29 @@ def test_the_cpu_of_each_thread_is_counted_apart() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_loop_figures_compare_an_overloads_loop_time_with_the_maximums() -> None:
+    from bench.serving import loop_figures
+
+    at70 = {"achieved_rps": 280.0, "server_busiest_threads_cores": [0.63, 0.1]}
+    over = {"achieved_rps": 800.0, "server_busiest_threads_cores": [0.68, 0.07]}
+    web = {"achieved_rps": 800.0, "server_busiest_threads_cores": [0.56, 0.01]}
+    got = loop_figures(at70, over, web)
+    assert got["fused_loop_ms_per_answer_at_70pct"] == 2.25
+    assert got["overload_loop_ms_per_answer"] == 0.85
+    assert got["noop_replica_loop_ms_per_answer_at_2x"] == 0.7
+    assert got["overload_loop_load_over_max"] == round(2 * 0.85 / 2.25, 3)
+    assert got["overload_web_share_of_loop"] == round(0.7 / 0.85, 3)
+
+
+def test_loop_figures_are_none_for_a_hold_that_answered_nothing() -> None:
+    from bench.serving import loop_figures
+
+    at70 = {"achieved_rps": 280.0, "server_busiest_threads_cores": [0.63]}
+    dead = {"achieved_rps": 0.0, "server_busiest_threads_cores": [0.0]}
+    got = loop_figures(at70, dead, dead)
+    assert got["overload_loop_ms_per_answer"] is None
+    assert got["overload_loop_load_over_max"] is None
+    assert got["overload_web_share_of_loop"] is None
+    assert got["fused_loop_ms_per_answer_at_70pct"] == 2.25
